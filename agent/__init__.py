@@ -1,0 +1,1 @@
+"""The field agent: reads sensors, keeps every reading in an on-disk outbox, publishes batches."""

@@ -1,0 +1,1227 @@
+"""The gateway's on-disk outbox: every reading is committed here before anything else.
+
+A reading leaves the outbox only when the ingest's receipt says its batch is in InfluxDB
+(:meth:`Outbox.ack`). The file is SQLite in WAL mode; readings and gaps are committed with
+``synchronous=FULL`` in groups, so a committed group survives SIGKILL (tested: 20 kills, no
+committed seq lost) and power loss (SQLite's guarantee with FULL; not testable here). Acks
+commit with ``NORMAL`` by default: still atomic, and an ack lost to a power cut only means
+its batch is sent again and overwrites itself in InfluxDB (``sync_acks=True`` for FULL).
+
+Layout of the state next to ``path``:
+
+- ``<path>`` (+ ``-wal``): the database. Readings are keyed by their per-gateway sequence
+  number (``seq``); each row holds one compact JSON record and a CRC-32 of seq + record,
+  checked whenever the row is read for sending. Gaps (declared periods without data) are
+  rows of their own, also checksummed.
+- ``<path>.seq``: the sequence high-water mark, rewritten (write, fsync, rename, fsync of the
+  folder) before every group is committed, so seq never repeats even when a corrupt database
+  has to be moved aside. A crash between that write and the commit leaves a hole in seq for
+  readings that were never stored, which is the truth.
+- ``<path>.corrupt-<UTC time>`` (+ ``-wal``/``-shm``): a database that failed its checks on
+  open, kept for forensics; see :attr:`Outbox.recovered_from`.
+
+Batches in flight live in memory only. A batch is a contiguous range of seq (plus a list of
+gap rows), because :meth:`Outbox.next_batch` always takes the oldest unassigned readings and
+nothing but ``ack`` removes assigned ones; so ``ack`` deletes by primary-key range and no
+batch column or index has to be rewritten on the SD card for every row sent. A new process
+knows nothing of the previous one's batches, so on open every reading is unassigned again and
+is sent again: a redelivered point overwrites itself in InfluxDB.
+
+Thread safety: one connection guarded by one lock. Every frequent call writes (add, ack), and
+SQLite admits one writer at a time anyway, so per-thread connections would bring
+``SQLITE_BUSY`` retries and no concurrency. One lock also keeps the in-memory state (next
+seq, batches, counters, the full flag) consistent with what is committed, lets the file be
+held in ``locking_mode=EXCLUSIVE`` (a second agent on the same file fails at once, and no
+``-shm`` is needed), and costs one page cache instead of three on a small gateway. The price
+is that ``depth()`` or ``next_batch()`` may wait for a commit in progress (one fsync, ms).
+"""
+
+import logging
+import os
+import sqlite3
+import threading
+import time
+import zlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from pydantic import TypeAdapter, ValidationError
+
+from contract.ids import check_ident
+from contract.wire import MAX_READINGS_PER_BATCH, ClockQuality, Gap, Reading
+
+log = logging.getLogger(__name__)
+
+APPLICATION_ID = 0x46544F42
+"""``PRAGMA application_id`` of a farmtel outbox ("FTOB"); anything else is a foreign file."""
+SCHEMA_VERSION = 1
+"""``PRAGMA user_version`` of the current layout; another value is treated as foreign."""
+
+DROPPED = -1
+"""Returned by :meth:`Outbox.add` for a reading not stored because the outbox is full."""
+REJECTED = -2
+"""Returned by :meth:`Outbox.add` for a reading that is not valid (logged and counted)."""
+
+LOW_WATER = 0.9
+"""After the cap was hit, readings are stored again once the size falls below cap x this."""
+ROW_OVERHEAD = 32
+"""Bytes a stored reading costs beyond its record (cell header, rowid, crc, pointer)."""
+WAL_AUTOCHECKPOINT_PAGES = 1000
+"""Checkpoint the WAL into the database after this many pages (~4 MiB at 4 KiB pages)."""
+JOURNAL_SIZE_LIMIT = 8 * 2**20
+"""Bytes the WAL file is truncated back to after a checkpoint."""
+VACUUM_MIN_FREE = 4 * 2**20
+"""Give free pages back to the file system once at least this many bytes are free ..."""
+VACUUM_EVERY_S = 30.0
+"""... at most this often (seconds), ..."""
+VACUUM_PAGES = 1024
+"""... this many pages at a time, so one ack never stalls for long."""
+BUSY_TIMEOUT_S = 2.0
+"""How long open() waits for a lock held by another process before giving up."""
+
+_READING_LIST = TypeAdapter(list[Reading])
+
+_SIDECAR_MAGIC = "farmtel-outbox-seq"
+_SIDECAR_VERSION = "1"
+
+_SCHEMA = (
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID",
+    # seq is the rowid: the pending scan and the ack range delete are primary-key ranges.
+    "CREATE TABLE readings (seq INTEGER PRIMARY KEY, rec BLOB NOT NULL, crc INTEGER NOT NULL)",
+    # open_sensor is set while an outbox_full gap of that sensor is still growing.
+    "CREATE TABLE gaps (id INTEGER PRIMARY KEY, open_sensor TEXT, dropped INTEGER NOT NULL"
+    " DEFAULT 0, rec BLOB NOT NULL, crc INTEGER NOT NULL)",
+    "CREATE UNIQUE INDEX gaps_open ON gaps (open_sensor) WHERE open_sensor IS NOT NULL",
+)
+
+
+class OutboxError(Exception):
+    """The outbox cannot do what was asked (closed, disk error, file locked by another process)."""
+
+
+class OutboxCorrupt(OutboxError):
+    """SQLite reported the database corrupt while running.
+
+    The outbox cannot go on with this file: ``close()`` it and open it again, which moves
+    the file aside and starts a fresh one (see :attr:`Outbox.recovered_from`).
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class NewReading:
+    """A reading as the scheduler hands it in; the outbox assigns ``seq``.
+
+    ``ts`` is nanoseconds since the epoch from the gateway clock; ``values`` are finite
+    numbers with the unit in the name (``temp_c``). It is validated like a
+    :class:`contract.wire.Reading` when added.
+    """
+
+    sensor: str
+    field: str
+    kind: str
+    ts: int
+    clock: ClockQuality
+    values: dict[str, float]
+    cal: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxDepth:
+    """What the outbox holds now."""
+
+    readings: int
+    """Readings stored, sent or not."""
+    gaps: int
+    """Gap rows stored, including outbox_full gaps still growing."""
+    oldest_ts: int | None
+    """``ts`` (ns) of the reading with the lowest seq, or None when there is none."""
+    bytes: int
+    """Bytes in use in the database (pages minus free pages); what the cap is checked against.
+    The file itself can be larger by its free pages, and the WAL adds up to a few MiB."""
+    inflight_batches: int
+    """Batches handed out by next_batch() and not acked."""
+
+
+@dataclass(slots=True)
+class _Batch:
+    first_seq: int | None
+    last_seq: int | None
+    gap_ids: list[int]
+    assigned: float
+    last_sent: float | None = None
+    attempts: int = 0
+
+
+@dataclass(slots=True)
+class _Drops:
+    """Readings of one sensor not stored since its outbox_full gap opened."""
+
+    start: int
+    end: int
+    count: int = 0
+
+    def extend(self, ts: int) -> None:
+        self.start = min(self.start, ts)
+        self.end = max(self.end, ts)
+        self.count += 1
+
+
+class _Unusable(Exception):
+    """The file at path is not a usable outbox and must be moved aside; args[0] says why."""
+
+
+def _reading_crc(seq: int, rec: bytes) -> int:
+    return zlib.crc32(rec, zlib.crc32(seq.to_bytes(8, "little")))
+
+
+def _is_corruption(err: sqlite3.Error) -> bool:
+    code = getattr(err, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+
+
+def _is_full(err: sqlite3.Error) -> bool:
+    code = getattr(err, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF == sqlite3.SQLITE_FULL
+
+
+def _first_problem(err: ValidationError) -> str:
+    e = err.errors()[0]
+    loc = ".".join(str(p) for p in e["loc"]) or "reading"
+    return f"{loc}: {e['msg']}"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Outbox:
+    """The on-disk queue of readings and gaps waiting for the ingest's receipt.
+
+    Open it once per process; share the object between threads.
+
+    Attributes (read-only for callers):
+
+    - ``recovered_from``: where a corrupt or foreign file was moved on open, else None. The
+      readings in it were not delivered: the agent should report it and declare a gap.
+    - ``recovery_reason``: why it was moved, else None.
+    - ``dropped_total``: readings not stored because the outbox was full, since open.
+    - ``rejected_total``: invalid readings refused by :meth:`add`, since open.
+    - ``corrupt_rows_total``: stored rows that failed their checksum, since open.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        gateway: str,
+        max_bytes: int = 256 * 2**20,
+        *,
+        sync_acks: bool = False,
+    ):
+        """Open or create the outbox at ``path`` for ``gateway``; never refuse a bad file.
+
+        ``max_bytes`` caps the pages in use (see :meth:`add`). ``sync_acks=True`` commits
+        :meth:`ack` with ``synchronous=FULL`` too; by default acks commit with ``NORMAL``
+        (still atomic), because an ack lost to a power cut only means that batch is sent
+        again and overwrites itself in InfluxDB, while an fsync per ack slows a backlog drain.
+
+        A file that is not a database, fails ``PRAGMA quick_check``, or is not a farmtel
+        outbox of this gateway and schema version is moved aside with its -wal/-shm to
+        ``<path>.corrupt-<UTC time>`` (logged as an error, see ``recovered_from``) and a fresh
+        outbox is started; seq continues from the ``<path>.seq`` sidecar. Raises
+        :class:`OutboxError` only when moving aside would not help: the folder is missing or
+        not writable, or another process holds the database (a second agent).
+        """
+        check_ident(gateway, "gateway id")
+        if max_bytes <= 0:
+            raise ValueError(f"outbox max_bytes {max_bytes} must be a positive number of bytes")
+        self.path = Path(path)
+        self.gateway = gateway
+        self.max_bytes = max_bytes
+        self.sync_acks = sync_acks
+        self.recovered_from: Path | None = None
+        self.recovery_reason: str | None = None
+        self.dropped_total = 0
+        self.rejected_total = 0
+        self.corrupt_rows_total = 0
+
+        self._lock = threading.Lock()
+        self._seq_path = Path(f"{self.path}.seq")
+        self._batches: dict[str, _Batch] = {}
+        self._assigned_gaps: set[int] = set()
+        # Highest seq handed out in a batch: everything at or below it is in flight.
+        self._cursor = -1
+        self._drops: dict[str, _Drops] = {}
+        self._unsaved_gaps: list[Gap] = []
+        self._full_cause = f"outbox reached its cap of {max_bytes} bytes"
+        self._last_vacuum = 0.0
+        self._closed = False
+
+        if not self.path.parent.is_dir():
+            raise OutboxError(
+                f"outbox folder {self.path.parent} does not exist; create it or set [outbox] path"
+            )
+        try:
+            conn = self._connect()
+        except _Unusable as bad:
+            self.recovery_reason = str(bad)
+            self.recovered_from = self._move_aside(str(bad))
+            try:
+                conn = self._connect()
+            except _Unusable as again:
+                raise OutboxError(
+                    f"outbox {self.path}: a fresh database is unusable too ({again}); "
+                    "check the storage"
+                ) from None
+        self._conn = conn
+        self._sync_full = True
+        self._page_size: int = conn.execute("PRAGMA page_size").fetchone()[0]
+        self._load_state()
+
+    # --- opening ---------------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        """Open ``path``, creating the schema if empty; raise :class:`_Unusable` if bad."""
+        try:
+            conn = sqlite3.connect(
+                self.path,
+                timeout=BUSY_TIMEOUT_S,
+                isolation_level=None,  # transactions are explicit: BEGIN IMMEDIATE ... COMMIT
+                check_same_thread=False,  # shared by threads, serialised by self._lock
+            )
+        except sqlite3.Error as err:
+            raise OutboxError(f"outbox {self.path} cannot be opened: {err}") from err
+        try:
+            self._prepare(conn)
+        except _Unusable:
+            conn.close()
+            raise
+        except sqlite3.Error as err:
+            conn.close()
+            if _is_corruption(err):
+                raise _Unusable(f"sqlite: {err}") from None
+            raise OutboxError(self._describe(err, "open")) from err
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _describe(self, err: sqlite3.Error, doing: str) -> str:
+        if "locked" in str(err) or "busy" in str(err):
+            return (
+                f"outbox {self.path} is in use by another process ({err}); "
+                "is a second agent running with the same state_dir?"
+            )
+        return f"outbox {self.path}: {doing} failed: {err}"
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        # Exclusive before the first access: the file stays locked while we run and WAL
+        # needs no shared-memory index.
+        conn.execute("PRAGMA locking_mode=EXCLUSIVE")
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        if app_id == 0 and tables == 0:
+            self._create_schema(conn)
+        elif app_id != APPLICATION_ID:
+            raise _Unusable(f"application_id is {app_id:#x}, not a farmtel outbox")
+        else:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version != SCHEMA_VERSION:
+                raise _Unusable(
+                    f"outbox schema version {version}, this agent reads {SCHEMA_VERSION}"
+                )
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode != "wal":
+                raise OutboxError(f"outbox {self.path}: cannot switch to WAL (journal_mode={mode})")
+            problems = [r[0] for r in conn.execute("PRAGMA quick_check(5)")]
+            if problems != ["ok"]:
+                raise _Unusable("quick_check: " + "; ".join(problems))
+            names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+            if not {"meta", "readings", "gaps"} <= names:
+                raise _Unusable(f"tables {sorted(names)} are not an outbox's")
+            row = conn.execute("SELECT value FROM meta WHERE key = 'gateway'").fetchone()
+            if row is None or row[0] != self.gateway:
+                owner = None if row is None else row[0]
+                raise _Unusable(f"outbox belongs to gateway {owner!r}, not {self.gateway!r}")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
+        conn.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
+
+    def _create_schema(self, conn: sqlite3.Connection) -> None:
+        # auto_vacuum can only be chosen before the first table exists.
+        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if mode != "wal":
+            raise OutboxError(f"outbox {self.path}: cannot switch to WAL (journal_mode={mode})")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _SCHEMA:
+                conn.execute(statement)
+            conn.executemany(
+                "INSERT INTO meta (key, value) VALUES (?, ?)",
+                [("gateway", self.gateway), ("next_seq", 0), ("created_ns", time.time_ns())],
+            )
+            # In the same transaction: a crash here leaves an empty file, created again.
+            conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            with suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        log.info("outbox created path=%s gateway=%s", self.path, self.gateway)
+
+    def _move_aside(self, reason: str) -> Path:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        aside = Path(f"{self.path}.corrupt-{stamp}")
+        n = 1
+        while aside.exists():
+            aside = Path(f"{self.path}.corrupt-{stamp}-{n}")
+            n += 1
+        try:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                src = Path(f"{self.path}{suffix}")
+                if src.exists():
+                    # Keep SQLite's naming so the copy opens with its WAL for forensics.
+                    os.replace(src, Path(f"{aside}{suffix}"))
+            _fsync_dir(self.path.parent)
+        except OSError as err:
+            raise OutboxError(
+                f"outbox {self.path} is unusable ({reason}) and cannot be moved aside: {err}"
+            ) from err
+        log.error(
+            "outbox unusable, moved aside path=%s moved_to=%s reason=%s; "
+            "its unsent readings are not delivered",
+            self.path,
+            aside,
+            reason,
+        )
+        return aside
+
+    def _load_state(self) -> None:
+        conn = self._conn
+        try:
+            meta_next = int(
+                conn.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()[0]
+            )
+            max_seq = conn.execute("SELECT max(seq) FROM readings").fetchone()[0]
+            self._n_readings = conn.execute("SELECT count(*) FROM readings").fetchone()[0]
+            self._n_gaps = conn.execute("SELECT count(*) FROM gaps").fetchone()[0]
+            open_gaps = conn.execute(
+                "SELECT count(*) FROM gaps WHERE open_sensor IS NOT NULL"
+            ).fetchone()[0]
+        except (sqlite3.Error, TypeError, ValueError) as err:
+            conn.close()
+            raise OutboxError(f"outbox {self.path}: reading its state failed: {err}") from err
+        db_next = max(meta_next, -1 if max_seq is None else max_seq + 1)
+        sidecar_next = self._read_sidecar()
+        self._next_seq = max(db_next, sidecar_next or 0)
+        if sidecar_next is None or sidecar_next < self._next_seq:
+            self._write_sidecar(self._next_seq)
+        if self._next_seq > db_next:
+            log.info(
+                "outbox seq continues from the sidecar next_seq=%d database_next_seq=%d",
+                self._next_seq,
+                db_next,
+            )
+        self._full = open_gaps > 0
+        if self._full:
+            try:
+                with self._translate("release space"), self._txn(durable=True) as c:
+                    created = self._release_space(c)
+            except OutboxError:
+                conn.close()
+                raise
+            if created is not None:
+                self._space_released(created)
+        log.info(
+            "outbox open path=%s readings=%d gaps=%d next_seq=%d bytes=%d",
+            self.path,
+            self._n_readings,
+            self._n_gaps,
+            self._next_seq,
+            self._used_bytes(),
+        )
+
+    # --- the seq sidecar -------------------------------------------------------------------
+    def _read_sidecar(self) -> int | None:
+        try:
+            text = self._seq_path.read_text(encoding="ascii")
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError) as err:
+            log.error("outbox seq sidecar unreadable path=%s error=%s", self._seq_path, err)
+            return None
+        parts = text.split()
+        if (
+            len(parts) == 4
+            and parts[0] == _SIDECAR_MAGIC
+            and parts[1] == _SIDECAR_VERSION
+            and parts[2].isdigit()
+            and parts[3] == f"{zlib.crc32(parts[2].encode()):08x}"
+        ):
+            return int(parts[2])
+        log.error("outbox seq sidecar is damaged path=%s content=%.80r", self._seq_path, text)
+        return None
+
+    def _write_sidecar(self, next_seq: int) -> None:
+        """Durably record that seq below ``next_seq`` may be in use; log (not raise) failure.
+
+        A failed write weakens only the corrupt-database case (the database keeps its own
+        high-water mark), so it must not stop readings from being stored.
+        """
+        digits = str(next_seq)
+        data = f"{_SIDECAR_MAGIC} {_SIDECAR_VERSION} {digits} {zlib.crc32(digits.encode()):08x}\n"
+        tmp = Path(f"{self._seq_path}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                os.write(fd, data.encode("ascii"))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self._seq_path)
+            _fsync_dir(self._seq_path.parent)
+        except OSError as err:
+            log.error("outbox seq sidecar not written path=%s error=%s", self._seq_path, err)
+
+    # --- transactions ----------------------------------------------------------------------
+    @contextmanager
+    def _txn(self, durable: bool) -> Iterator[sqlite3.Connection]:
+        """One write transaction; ``durable`` commits with synchronous=FULL, else NORMAL.
+
+        WAL stays consistent either way; NORMAL only risks losing this commit on power loss,
+        and a later FULL commit makes it durable too (the WAL is synced as a whole).
+        """
+        conn = self._conn
+        if durable != self._sync_full:
+            conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+            self._sync_full = durable
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                with suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            raise
+
+    @contextmanager
+    def _translate(self, doing: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as err:
+            if _is_corruption(err):
+                log.error("outbox corrupt path=%s while=%s error=%s", self.path, doing, err)
+                raise OutboxCorrupt(
+                    f"outbox {self.path} is corrupt ({doing}: {err}); close it and open it "
+                    "again to move it aside and start a fresh one"
+                ) from err
+            raise OutboxError(self._describe(err, doing)) from err
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise OutboxError(f"outbox {self.path} is closed")
+
+    def _used_bytes(self) -> int:
+        pages = self._conn.execute("PRAGMA page_count").fetchone()[0]
+        free = self._conn.execute("PRAGMA freelist_count").fetchone()[0]
+        return int(pages - free) * self._page_size
+
+    # --- adding ----------------------------------------------------------------------------
+    @staticmethod
+    def _encode(new: NewReading) -> bytes | str:
+        """The stored record of ``new``, or why it is not a valid reading."""
+        try:
+            r = Reading(
+                sensor=new.sensor,
+                field=new.field,
+                kind=new.kind,
+                ts=new.ts,
+                clock=new.clock,
+                seq=0,
+                values=new.values,
+                cal=new.cal,
+            )
+        except ValidationError as err:
+            return _first_problem(err)
+        return orjson.dumps([r.sensor, r.field, r.kind, r.ts, r.clock.value, r.values, r.cal])
+
+    def add(self, readings: Sequence[NewReading]) -> list[int]:
+        """Commit a group of readings in one durable transaction; return their seq.
+
+        Seq are consecutive in the order given and never go backwards or repeat, across
+        restarts and across a corrupt database moved aside. The result holds, per reading,
+        its seq, or :data:`DROPPED` (-1) when the outbox is full, or :data:`REJECTED` (-2)
+        when the reading is not a valid :class:`contract.wire.Reading` (logged, counted in
+        ``rejected_total``, never stored).
+
+        Full means: the pages in use would pass ``max_bytes`` (estimated per group, so it can
+        be passed by a few pages), or the disk is full. Dropped readings get no seq; each
+        sensor gets one open ``outbox_full`` gap from its first to its last dropped ``ts``,
+        extended while drops go on. Once the size falls below 0.9 x ``max_bytes`` (after
+        acks), or the disk accepts writes again, the open gaps are closed and are sent like
+        any other gap. Returns only once the group is on disk. Raises :class:`OutboxError`
+        (or :class:`OutboxCorrupt`) on other storage failures; nothing of the group is then
+        stored.
+        """
+        if not readings:
+            return []
+        # Validation is the costly part; it runs before taking the lock.
+        encoded = [self._encode(r) for r in readings]
+        recs: list[bytes | None] = []
+        with self._lock:
+            self._check_open()
+            for i, (new, rec) in enumerate(zip(readings, encoded, strict=True)):
+                if isinstance(rec, str):
+                    self.rejected_total += 1
+                    log.warning(
+                        "outbox rejected reading index=%d sensor=%.70r reason=%s",
+                        i,
+                        new.sensor,
+                        rec,
+                    )
+                    recs.append(None)
+                else:
+                    recs.append(rec)
+            return self._add_locked(readings, recs)
+
+    def _add_locked(self, readings: Sequence[NewReading], recs: list[bytes | None]) -> list[int]:
+        with self._translate("add"):
+            used = self._used_bytes()
+        full = self._full
+        # Space came back: this commit closes the open gaps. If it fails (disk still full),
+        # the close is rolled back and the gaps keep growing rather than split every group.
+        release = full and used < self.max_bytes * LOW_WATER
+        if release:
+            full = False
+        admitted: list[tuple[int, bytes]] = []
+        dropped: list[NewReading] = []
+        estimate = used
+        for i, rec in enumerate(recs):
+            if rec is None:
+                continue
+            if not full:
+                estimate += len(rec) + ROW_OVERHEAD
+                if estimate > self.max_bytes:
+                    full = True
+                    self._full_cause = f"outbox reached its cap of {self.max_bytes} bytes"
+            if full:
+                dropped.append(readings[i])
+            else:
+                admitted.append((i, rec))
+
+        first = self._next_seq
+        rows = [
+            (first + n, rec, _reading_crc(first + n, rec)) for n, (_, rec) in enumerate(admitted)
+        ]
+        if rows:
+            # Before the commit: a crash in between burns these seq and never reuses them.
+            self._write_sidecar(first + len(rows))
+        try:
+            with self._translate("add"):
+                try:
+                    with self._txn(durable=True) as conn:
+                        new_gaps = self._store_drops(conn, self._drops)
+                        if release:
+                            self._close_open_gaps(conn)
+                        conn.executemany(
+                            "INSERT INTO readings (seq, rec, crc) VALUES (?, ?, ?)", rows
+                        )
+                        if rows:
+                            conn.execute(
+                                "UPDATE meta SET value = ? WHERE key = 'next_seq'",
+                                (first + len(rows),),
+                            )
+                        new_gaps += self._store_drops(conn, self._drops_of(dropped))
+                        new_gaps += self._store_unsaved_gaps(conn)
+                except sqlite3.Error as err:
+                    if not _is_full(err):
+                        raise
+                    return self._add_disk_full(readings, recs, err)
+        except OutboxError:
+            log.error("outbox commit failed; readings not stored count=%d", len(rows))
+            raise
+        if release:
+            log.warning("outbox has room again; outbox_full gaps closed path=%s", self.path)
+        self._next_seq = first + len(rows)
+        self._n_readings += len(rows)
+        self._n_gaps += new_gaps
+        self._drops = {}
+        self._unsaved_gaps.clear()
+        self._full = full
+        if dropped:
+            self.dropped_total += len(dropped)
+            log.warning(
+                "outbox full, readings dropped count=%d cause=%s path=%s",
+                len(dropped),
+                self._full_cause,
+                self.path,
+            )
+        out = [REJECTED if rec is None else DROPPED for rec in recs]
+        for n, (i, _) in enumerate(admitted):
+            out[i] = first + n
+        return out
+
+    def _add_disk_full(
+        self, readings: Sequence[NewReading], recs: list[bytes | None], err: sqlite3.Error
+    ) -> list[int]:
+        """The file system refused the group: record it as dropped, as if the cap was hit."""
+        self._full_cause = f"disk full ({err})"
+        self._full = True
+        valid = [r for r, rec in zip(readings, recs, strict=True) if rec is not None]
+        self._drops = self._drops_of(valid, into=self._drops)
+        self.dropped_total += len(valid)
+        log.error(
+            "outbox disk full, readings dropped count=%d path=%s error=%s",
+            len(valid),
+            self.path,
+            err,
+        )
+        # The gaps are smaller than the readings: try to get them on disk at least. If even
+        # that fails they wait in memory for the next commit.
+        try:
+            with self._txn(durable=True) as conn:
+                new_gaps = self._store_drops(conn, self._drops)
+                new_gaps += self._store_unsaved_gaps(conn)
+        except sqlite3.Error as again:
+            log.error("outbox gap kept in memory until the disk has room error=%s", again)
+        else:
+            self._n_gaps += new_gaps
+            self._drops = {}
+            self._unsaved_gaps.clear()
+        return [REJECTED if rec is None else DROPPED for rec in recs]
+
+    @staticmethod
+    def _drops_of(
+        readings: Sequence[NewReading], into: dict[str, _Drops] | None = None
+    ) -> dict[str, _Drops]:
+        drops = dict(into or {})
+        for r in readings:
+            d = drops.get(r.sensor)
+            if d is None:
+                drops[r.sensor] = d = _Drops(start=r.ts, end=r.ts)
+            d.extend(r.ts)
+        return drops
+
+    def _gap_record(self, gap: Gap) -> tuple[bytes, int]:
+        rec = orjson.dumps(gap.model_dump(mode="json"))
+        return rec, zlib.crc32(rec)
+
+    def _store_drops(self, conn: sqlite3.Connection, drops: dict[str, _Drops]) -> int:
+        """Create or extend each sensor's open outbox_full gap; return rows created."""
+        created = 0
+        for sensor, d in drops.items():
+            row = conn.execute(
+                "SELECT id, dropped, rec, crc FROM gaps WHERE open_sensor = ?", (sensor,)
+            ).fetchone()
+            start, end, count = d.start, d.end, d.count
+            if row is not None:
+                old = self._decode_gap(row[2], row[3])
+                if old is None:
+                    log.error("outbox open gap record corrupt sensor=%s id=%d", sensor, row[0])
+                else:
+                    start, end = min(start, old.start), max(end, old.end)
+                count += int(row[1])
+            gap = Gap(
+                sensor=sensor,
+                start=start,
+                end=end,
+                reason="outbox_full",
+                detail=f"{self._full_cause}; {count} readings dropped"[:500],
+            )
+            rec, crc = self._gap_record(gap)
+            if row is None:
+                conn.execute(
+                    "INSERT INTO gaps (open_sensor, dropped, rec, crc) VALUES (?, ?, ?, ?)",
+                    (sensor, count, rec, crc),
+                )
+                created += 1
+            else:
+                conn.execute(
+                    "UPDATE gaps SET dropped = ?, rec = ?, crc = ? WHERE id = ?",
+                    (count, rec, crc, row[0]),
+                )
+        return created
+
+    @staticmethod
+    def _close_open_gaps(conn: sqlite3.Connection) -> None:
+        conn.execute("UPDATE gaps SET open_sensor = NULL WHERE open_sensor IS NOT NULL")
+
+    def _store_unsaved_gaps(self, conn: sqlite3.Connection) -> int:
+        for gap in self._unsaved_gaps:
+            rec, crc = self._gap_record(gap)
+            conn.execute("INSERT INTO gaps (rec, crc) VALUES (?, ?)", (rec, crc))
+        return len(self._unsaved_gaps)
+
+    def _release_space(self, conn: sqlite3.Connection) -> int | None:
+        """Close the open gaps if the size fell below the low-water mark (inside a txn).
+
+        Returns None if still full, else the gap rows created for drops kept in memory; the
+        caller applies that to its state once the transaction commits.
+        """
+        if self._used_bytes() >= self.max_bytes * LOW_WATER:
+            return None
+        created = self._store_drops(conn, self._drops)
+        self._close_open_gaps(conn)
+        return created
+
+    def _space_released(self, created: int) -> None:
+        self._n_gaps += created
+        self._drops = {}
+        self._full = False
+        log.warning("outbox has room again; outbox_full gaps closed path=%s", self.path)
+
+    def add_gap(self, gap: Gap) -> None:
+        """Commit one gap durably (e.g. ``sensor_silent`` from the scheduler).
+
+        If the disk is full the gap is kept in memory and written with the next commit that
+        succeeds (and logged). Raises :class:`OutboxError` on other storage failures.
+        """
+        with self._lock:
+            self._check_open()
+            self._unsaved_gaps.append(gap)
+            with self._translate("add_gap"):
+                try:
+                    with self._txn(durable=True) as conn:
+                        new_gaps = self._store_drops(conn, self._drops)
+                        new_gaps += self._store_unsaved_gaps(conn)
+                except sqlite3.Error as err:
+                    if not _is_full(err):
+                        self._unsaved_gaps.pop()
+                        raise
+                    log.error(
+                        "outbox disk full, gap kept in memory sensor=%s reason=%s error=%s",
+                        gap.sensor,
+                        gap.reason,
+                        err,
+                    )
+                    return
+            self._n_gaps += new_gaps
+            self._drops = {}
+            self._unsaved_gaps.clear()
+
+    # --- batches ---------------------------------------------------------------------------
+    @staticmethod
+    def _parse_reading(seq: int, rec: bytes, crc: int) -> dict[str, Any] | None:
+        """The fields of a stored reading if its checksum and JSON hold, else None."""
+        if _reading_crc(seq, rec) != crc:
+            return None
+        try:
+            sensor, field_, kind, ts, clock, values, cal = orjson.loads(rec)
+        except (ValueError, TypeError):
+            return None
+        return {
+            "sensor": sensor,
+            "field": field_,
+            "kind": kind,
+            "ts": ts,
+            "clock": clock,
+            "seq": seq,
+            "values": values,
+            "cal": cal,
+        }
+
+    @staticmethod
+    def _validate_reading(fields: dict[str, Any] | None) -> Reading | None:
+        if fields is None:
+            return None
+        try:
+            return Reading.model_validate(fields)
+        except ValidationError:
+            return None
+
+    def _decode_readings(self, rows: list[Any]) -> list[tuple[int, Reading | None]]:
+        """Each row's seq and Reading, or None where the row fails its checksum or the contract.
+
+        Validated again on the way out: a record that passes its CRC but not the contract
+        would make ingest dead-letter the whole batch. One pydantic call for the whole list
+        is ~25 % faster than one per row; a failure there falls back to row by row.
+        """
+        parsed = [(seq, self._parse_reading(seq, rec, crc)) for seq, rec, crc in rows]
+        try:
+            valid = iter(_READING_LIST.validate_python([f for _, f in parsed if f is not None]))
+            return [(seq, None if f is None else next(valid)) for seq, f in parsed]
+        except ValidationError:
+            return [(seq, self._validate_reading(f)) for seq, f in parsed]
+
+    @staticmethod
+    def _decode_gap(rec: bytes, crc: int) -> Gap | None:
+        if zlib.crc32(rec) != crc:
+            return None
+        try:
+            return Gap.model_validate_json(rec)
+        except ValueError:
+            return None
+
+    def _load(
+        self, batch: _Batch, rows: list[Any], gap_rows: list[Any]
+    ) -> tuple[list[Reading], list[Gap]]:
+        """Decode rows for ``batch``; replace corrupt ones by storage_corrupt gaps in it."""
+        readings: list[Reading] = []
+        runs: list[_BadRun] = []
+        run: _BadRun | None = None
+        prev_ts: int | None = None
+        for seq, reading in self._decode_readings(rows):
+            if reading is None:
+                if run is not None and run.first + run.count == seq:
+                    run.count += 1
+                else:
+                    run = _BadRun(first=seq, before=prev_ts)
+                    runs.append(run)
+                continue
+            if run is not None:
+                run.after = reading.ts
+                run = None
+            prev_ts = reading.ts
+            readings.append(reading)
+        gaps: list[tuple[int, Gap]] = []
+        bad_gap_ids: list[int] = []
+        for gap_id, rec, crc in gap_rows:
+            gap = self._decode_gap(rec, crc)
+            if gap is None:
+                bad_gap_ids.append(gap_id)
+            else:
+                gaps.append((gap_id, gap))
+        if runs or bad_gap_ids:
+            gaps += self._replace_corrupt(batch, runs, bad_gap_ids)
+        return readings, [g for _, g in gaps]
+
+    def _replace_corrupt(
+        self, batch: _Batch, runs: list["_BadRun"], bad_gap_ids: list[int]
+    ) -> list[tuple[int, Gap]]:
+        """Delete rows that failed their checksum; put a storage_corrupt gap for each in ``batch``.
+
+        A corrupt reading's own sensor and time cannot be trusted, so its gap names no sensor
+        and spans the timestamps of the intact readings on either side of it in seq order.
+        """
+        now = time.time_ns()
+        replacements: list[Gap] = []
+        for run in runs:
+            around = [t for t in (run.before, run.after) if t is not None] or [now]
+            last = run.first + run.count - 1
+            replacements.append(
+                Gap(
+                    start=min(around),
+                    end=max(around),
+                    reason="storage_corrupt",
+                    detail=(
+                        f"outbox record(s) seq {run.first}..{last} failed their checksum "
+                        "(storage corruption); sensor unknown, time bounded by the "
+                        "neighbouring readings"
+                    ),
+                    seq=run.first,
+                    count=run.count,
+                )
+            )
+        for gap_id in bad_gap_ids:
+            replacements.append(
+                Gap(
+                    start=now,
+                    end=now,
+                    reason="storage_corrupt",
+                    detail=(
+                        f"outbox gap record {gap_id} failed its checksum (storage corruption); "
+                        "its sensor and time range are unknown"
+                    ),
+                )
+            )
+        out: list[tuple[int, Gap]] = []
+        with self._txn(durable=True) as conn:
+            for run in runs:
+                conn.execute(
+                    "DELETE FROM readings WHERE seq BETWEEN ? AND ?",
+                    (run.first, run.first + run.count - 1),
+                )
+            for gap_id in bad_gap_ids:
+                conn.execute("DELETE FROM gaps WHERE id = ?", (gap_id,))
+            for gap in replacements:
+                rec, crc = self._gap_record(gap)
+                new_id = conn.execute(
+                    "INSERT INTO gaps (rec, crc) VALUES (?, ?)", (rec, crc)
+                ).lastrowid
+                if new_id is None:
+                    raise OutboxError(f"outbox {self.path}: inserting a gap returned no row id")
+                out.append((new_id, gap))
+        n_bad = sum(r.count for r in runs)
+        self._n_readings -= n_bad
+        self._n_gaps += len(replacements) - len(bad_gap_ids)
+        self.corrupt_rows_total += n_bad + len(bad_gap_ids)
+        batch.gap_ids = [i for i in batch.gap_ids if i not in bad_gap_ids] + [i for i, _ in out]
+        for run in runs:
+            log.error(
+                "outbox record corrupt, replaced by a gap seq=%d count=%d path=%s",
+                run.first,
+                run.count,
+                self.path,
+            )
+        for gap_id in bad_gap_ids:
+            log.error("outbox gap record corrupt, replaced id=%d path=%s", gap_id, self.path)
+        return out
+
+    def _pending_gap_rows(self, max_gaps: int) -> list[Any]:
+        out: list[Any] = []
+        if max_gaps <= 0:
+            return out
+        cur = self._conn.execute(
+            "SELECT id, rec, crc FROM gaps WHERE open_sensor IS NULL ORDER BY id"
+        )
+        try:
+            for row in cur:
+                if row[0] not in self._assigned_gaps:
+                    out.append(row)
+                    if len(out) >= max_gaps:
+                        break
+        finally:
+            cur.close()
+        return out
+
+    def next_batch(
+        self, batch_id: str, max_readings: int, max_gaps: int = 100
+    ) -> tuple[list[Reading], list[Gap]]:
+        """Assign the oldest unassigned readings (by seq) and closed gaps to ``batch_id``.
+
+        Returns them as contract objects, readings in seq order, or ``([], [])`` (and no
+        batch) when nothing is pending. A stored row that fails its checksum is not returned
+        as data: it is deleted and a ``storage_corrupt`` gap (with its seq and count) takes
+        its place in this batch. Assignment lives in memory only: a new process sends
+        everything unreceipted again. ``batch_id`` must be new (``ValueError`` otherwise)
+        and match the batch envelope's ``^[A-Za-z0-9_-]{1,64}$``; ``max_readings`` is at most
+        5000 and ``max_gaps`` at most 1000 (``ValueError``).
+        """
+        _check_batch_id(batch_id)
+        if not 0 <= max_readings <= MAX_READINGS_PER_BATCH:
+            raise ValueError(f"max_readings {max_readings} must be 0..{MAX_READINGS_PER_BATCH}")
+        if not 0 <= max_gaps <= 1000:
+            raise ValueError(f"max_gaps {max_gaps} must be 0..1000")
+        with self._lock:
+            self._check_open()
+            if batch_id in self._batches:
+                raise ValueError(f"batch id {batch_id!r} is already in flight; use a new id")
+            with self._translate("next_batch"):
+                rows = self._conn.execute(
+                    "SELECT seq, rec, crc FROM readings WHERE seq > ? ORDER BY seq LIMIT ?",
+                    (self._cursor, max_readings),
+                ).fetchall()
+                gap_rows = self._pending_gap_rows(max_gaps)
+                if not rows and not gap_rows:
+                    return [], []
+                batch = _Batch(
+                    first_seq=rows[0][0] if rows else None,
+                    last_seq=rows[-1][0] if rows else None,
+                    gap_ids=[row[0] for row in gap_rows],
+                    assigned=time.monotonic(),
+                )
+                readings, gaps = self._load(batch, rows, gap_rows)
+            self._batches[batch_id] = batch
+            self._assigned_gaps.update(batch.gap_ids)
+            if batch.last_seq is not None:
+                self._cursor = batch.last_seq
+            return readings, gaps
+
+    def batch_contents(self, batch_id: str) -> tuple[list[Reading], list[Gap]]:
+        """What ``batch_id`` holds now, to publish it again; ``([], [])`` if unknown or acked.
+
+        Rows are checked again; one that went corrupt since is replaced as in next_batch.
+        """
+        with self._lock:
+            self._check_open()
+            batch = self._batches.get(batch_id)
+            if batch is None:
+                return [], []
+            with self._translate("batch_contents"):
+                rows: list[Any] = []
+                if batch.first_seq is not None:
+                    rows = self._conn.execute(
+                        "SELECT seq, rec, crc FROM readings WHERE seq BETWEEN ? AND ? ORDER BY seq",
+                        (batch.first_seq, batch.last_seq),
+                    ).fetchall()
+                gap_rows: list[Any] = []
+                if batch.gap_ids:
+                    marks = ",".join("?" * len(batch.gap_ids))
+                    gap_rows = self._conn.execute(
+                        f"SELECT id, rec, crc FROM gaps WHERE id IN ({marks}) ORDER BY id",
+                        batch.gap_ids,
+                    ).fetchall()
+                before = set(batch.gap_ids)
+                readings, gaps = self._load(batch, rows, gap_rows)
+            self._assigned_gaps.difference_update(before - set(batch.gap_ids))
+            self._assigned_gaps.update(batch.gap_ids)
+            return readings, gaps
+
+    def mark_sent(self, batch_id: str, now: float | None = None) -> None:
+        """Record that ``batch_id`` was published at ``now`` (``time.monotonic()`` seconds).
+
+        Counts an attempt. Unknown or already acked ids are ignored (a fast receipt can beat
+        the call).
+        """
+        with self._lock:
+            batch = self._batches.get(batch_id)
+            if batch is not None:
+                batch.last_sent = time.monotonic() if now is None else now
+                batch.attempts += 1
+
+    def attempts(self, batch_id: str) -> int:
+        """How often ``batch_id`` was marked sent; 0 if unknown."""
+        with self._lock:
+            batch = self._batches.get(batch_id)
+            return 0 if batch is None else batch.attempts
+
+    def overdue_batches(self, older_than_s: float, now: float | None = None) -> list[str]:
+        """Batches in flight last sent (or, never sent, assigned) more than ``older_than_s`` ago.
+
+        Times are ``time.monotonic()`` seconds (``now`` defaults to it), immune to the wall
+        clock steps of a gateway without a battery clock. Oldest assignment first.
+        """
+        with self._lock:
+            t = time.monotonic() if now is None else now
+            return [
+                name
+                for name, b in self._batches.items()
+                if t - (b.assigned if b.last_sent is None else b.last_sent) > older_than_s
+            ]
+
+    def inflight_batches(self) -> int:
+        """Batches assigned by next_batch() and not acked."""
+        with self._lock:
+            return len(self._batches)
+
+    def ack(self, batch_id: str) -> int:
+        """Delete exactly the readings and gaps of ``batch_id``; return how many rows went.
+
+        Unknown (or already acked) ids return 0. Frees space: if the outbox was full and is
+        now below 0.9 x ``max_bytes``, the open outbox_full gaps are closed in the same
+        transaction. Raises :class:`OutboxError` on storage failure; the batch then stays
+        in flight and its receipt can be applied again.
+        """
+        with self._lock:
+            self._check_open()
+            batch = self._batches.get(batch_id)
+            if batch is None:
+                return 0
+            n_readings = n_gaps = 0
+            released: int | None = None
+            with self._translate("ack"), self._txn(durable=self.sync_acks) as conn:
+                if batch.first_seq is not None:
+                    n_readings = conn.execute(
+                        "DELETE FROM readings WHERE seq BETWEEN ? AND ?",
+                        (batch.first_seq, batch.last_seq),
+                    ).rowcount
+                if batch.gap_ids:
+                    marks = ",".join("?" * len(batch.gap_ids))
+                    n_gaps = conn.execute(
+                        f"DELETE FROM gaps WHERE id IN ({marks})", batch.gap_ids
+                    ).rowcount
+                if self._full:
+                    released = self._release_space(conn)
+            del self._batches[batch_id]
+            self._assigned_gaps.difference_update(batch.gap_ids)
+            self._n_readings -= n_readings
+            self._n_gaps -= n_gaps
+            if released is not None:
+                self._space_released(released)
+            self._maybe_vacuum()
+            return n_readings + n_gaps
+
+    def _maybe_vacuum(self) -> None:
+        now = time.monotonic()
+        if now - self._last_vacuum < VACUUM_EVERY_S:
+            return
+        try:
+            free = self._conn.execute("PRAGMA freelist_count").fetchone()[0]
+            if free * self._page_size < VACUUM_MIN_FREE:
+                return
+            self._last_vacuum = now
+            # Each step of this pragma frees one page, and execute() steps a statement without
+            # result columns only once (measured: 1 page of 113); executescript() steps it to
+            # the end.
+            self._conn.executescript(f"PRAGMA incremental_vacuum({VACUUM_PAGES});")
+        except sqlite3.Error as err:
+            log.warning("outbox incremental vacuum failed path=%s error=%s", self.path, err)
+
+    # --- inspection and lifecycle ----------------------------------------------------------
+    def depth(self) -> OutboxDepth:
+        """Counts and size now (cheap: counters kept in memory, two pragmas, one row read)."""
+        with self._lock:
+            self._check_open()
+            with self._translate("depth"):
+                used = self._used_bytes()
+                row = self._conn.execute(
+                    "SELECT seq, rec, crc FROM readings ORDER BY seq LIMIT 1"
+                ).fetchone()
+            oldest = None
+            if row is not None:
+                reading = self._validate_reading(self._parse_reading(*row))
+                oldest = None if reading is None else reading.ts
+            return OutboxDepth(
+                readings=self._n_readings,
+                gaps=self._n_gaps + len(self._unsaved_gaps),
+                oldest_ts=oldest,
+                bytes=used,
+                inflight_batches=len(self._batches),
+            )
+
+    def integrity_ok(self) -> bool:
+        """True if ``PRAGMA integrity_check`` says ok (reads the whole file: seconds when big)."""
+        with self._lock:
+            self._check_open()
+            try:
+                rows = self._conn.execute("PRAGMA integrity_check").fetchall()
+            except sqlite3.DatabaseError as err:
+                log.error("outbox integrity check failed path=%s error=%s", self.path, err)
+                return False
+            ok = rows == [("ok",)]
+            if not ok:
+                log.error("outbox integrity check path=%s problems=%.500s", self.path, rows)
+            return ok
+
+    def close(self) -> None:
+        """Checkpoint the WAL into the database and close; safe to call twice.
+
+        Batches in flight are forgotten (their rows are sent again by the next process).
+        Errors while checkpointing are logged, and the file is closed anyway.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                if self._drops or self._unsaved_gaps:
+                    with self._txn(durable=True) as conn:
+                        self._store_drops(conn, self._drops)
+                        self._store_unsaved_gaps(conn)
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            except sqlite3.Error as err:
+                log.error("outbox close: checkpoint failed path=%s error=%s", self.path, err)
+            finally:
+                self._conn.close()
+                self._batches.clear()
+                self._assigned_gaps.clear()
+
+
+@dataclass(slots=True)
+class _BadRun:
+    """Consecutive seq whose rows failed their checksum, and the ts of intact neighbours."""
+
+    first: int
+    before: int | None
+    count: int = 1
+    after: int | None = None
+
+
+def _check_batch_id(batch_id: str) -> None:
+    if (
+        not isinstance(batch_id, str)
+        or not 1 <= len(batch_id) <= 64
+        or not all(c.isascii() and (c.isalnum() or c in "_-") for c in batch_id)
+    ):
+        raise ValueError(f"batch id {batch_id!r} must match ^[A-Za-z0-9_-]{{1,64}}$")

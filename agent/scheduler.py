@@ -1,0 +1,232 @@
+"""Reads every sensor on its schedule, one thread per serial port.
+
+Sensors on one port (an RS-485 or SDI-12 bus) share that port's thread, so reads on a bus
+are serialized. A failing sensor backs off on its own and never holds up another port.
+Each valid sample becomes a :class:`~agent.outbox.NewReading` handed to ``sink``; the
+scheduler stamps the time (if the driver did not), and the clock quality. A sensor that
+yields nothing valid for ``silence_limit()`` seconds produces a gap record.
+"""
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from agent.clock import ClockWatch
+from agent.outbox import NewReading
+from contract.wire import Gap
+from sensors.base import (
+    Driver,
+    Sample,
+    SensorConfig,
+    SensorError,
+    SensorPortError,
+    SensorTimeoutError,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF_S = 300.0
+
+
+@dataclass
+class SensorHealth:
+    """What the gateway status shows about one sensor."""
+
+    state: str = "starting"
+    """starting | ok | failing | silent"""
+    last_ok_ns: int | None = None
+    last_error: str = ""
+    consecutive_failures: int = 0
+    readings: int = 0
+    errors: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "state": self.state,
+            "last_ok_ns": self.last_ok_ns,
+            "last_error": self.last_error,
+            "consecutive_failures": self.consecutive_failures,
+            "readings": self.readings,
+            "errors": self.errors,
+            "rejected": dict(self.rejected),
+        }
+
+
+@dataclass
+class _Slot:
+    config: SensorConfig
+    driver: Driver
+    health: SensorHealth
+    next_due: float = 0.0
+    is_open: bool = False
+    backoff: float = 0.0
+    silent_since_ns: int = 0
+    """Start of the current stretch without valid data (the last valid reading, or start-up)."""
+    gap_declared_to_ns: int = 0
+    last_ts: int = 0
+
+
+ReadingSink = Callable[[Sequence[NewReading]], None]
+GapSink = Callable[[Gap], None]
+
+
+class PortWorker(threading.Thread):
+    """Owns one serial port and reads every sensor on it in turn."""
+
+    def __init__(
+        self,
+        port: str,
+        drivers: Sequence[Driver],
+        sink: ReadingSink,
+        gap_sink: GapSink,
+        clock: ClockWatch,
+        stop: threading.Event,
+        health: dict[str, SensorHealth],
+    ):
+        super().__init__(name=f"port:{port}", daemon=True)
+        now_ns = time.time_ns()
+        self.port = port
+        self.slots = []
+        for d in drivers:
+            h = health.setdefault(d.config.id, SensorHealth())
+            self.slots.append(_Slot(d.config, d, h, silent_since_ns=now_ns))
+        self.sink = sink
+        self.gap_sink = gap_sink
+        self.clock = clock
+        self.stop_event = stop
+
+    def run(self) -> None:
+        try:
+            while not self.stop_event.is_set():
+                now = time.monotonic()
+                due = [s for s in self.slots if s.next_due <= now]
+                for slot in due:
+                    if self.stop_event.is_set():
+                        break
+                    self._service(slot)
+                if not due:
+                    wait = min(s.next_due for s in self.slots) - time.monotonic()
+                    self.stop_event.wait(max(0.0, min(wait, 1.0)))
+        finally:
+            for slot in self.slots:
+                if slot.is_open:
+                    self._close(slot)
+
+    def _close(self, slot: _Slot) -> None:
+        try:
+            slot.driver.close()
+        except Exception:  # a driver that cannot even close must not stop the others
+            log.exception("close failed sensor=%s", slot.config.id)
+        slot.is_open = False
+
+    def _service(self, slot: _Slot) -> None:
+        cfg, health = slot.config, slot.health
+        started = time.monotonic()
+        try:
+            if not slot.is_open:
+                slot.driver.open()
+                slot.is_open = True
+            samples = slot.driver.read()
+        except SensorError as err:
+            self._failed(slot, err)
+            return
+        except Exception as err:  # a driver bug: report it like a failure, keep the agent up
+            log.exception("driver crashed sensor=%s", cfg.id)
+            self._failed(slot, SensorError(cfg.id, f"driver error: {err!r}"))
+            return
+        health.rejected = dict(slot.driver.rejected)
+        if samples:
+            self._accept(slot, samples)
+        else:
+            self._check_silence(slot, "no valid data")
+        slot.backoff = 0.0
+        if slot.driver.streaming:
+            slot.next_due = time.monotonic()
+        else:
+            slot.next_due = started + cfg.interval
+
+    def _accept(self, slot: _Slot, samples: Sequence[Sample]) -> None:
+        cfg, health = slot.config, slot.health
+        out = []
+        for sample in samples:
+            ts = sample.ts if sample.ts is not None else time.time_ns()
+            quality = self.clock.quality(ts)
+            # Two readings of one sensor must never share a timestamp: InfluxDB keys a point
+            # by series + time, so the second would overwrite the first.
+            if ts <= slot.last_ts:
+                ts = slot.last_ts + 1
+            slot.last_ts = ts
+            out.append(
+                NewReading(
+                    sensor=cfg.id,
+                    field=cfg.field,
+                    kind=cfg.kind,
+                    ts=ts,
+                    clock=quality,
+                    values=sample.values,
+                )
+            )
+        self.sink(out)
+        self._close_silence(slot, out[0].ts)
+        health.readings += len(out)
+        health.last_ok_ns = out[-1].ts
+        health.state = "ok"
+        health.consecutive_failures = 0
+        slot.silent_since_ns = out[-1].ts
+
+    def _failed(self, slot: _Slot, err: SensorError) -> None:
+        cfg, health = slot.config, slot.health
+        health.errors += 1
+        health.consecutive_failures += 1
+        health.last_error = str(err)
+        health.state = "failing"
+        if isinstance(err, SensorPortError) and slot.is_open:
+            self._close(slot)
+        slot.backoff = min(max(1.0, slot.backoff * 2), max(MAX_BACKOFF_S, cfg.interval))
+        log.warning("sensor failed sensor=%s error=%s retry_in_s=%.1f", cfg.id, err, slot.backoff)
+        reason = "timeout" if isinstance(err, SensorTimeoutError) else "error"
+        self._check_silence(slot, f"{reason}: {err}")
+        slot.next_due = time.monotonic() + (
+            slot.backoff if slot.driver.streaming else max(slot.backoff, min(cfg.interval, 1.0))
+        )
+
+    def _check_silence(self, slot: _Slot, why: str) -> None:
+        """Declare a gap for each silence_limit() stretch without valid data."""
+        now_ns = time.time_ns()
+        limit_ns = int(slot.config.silence_limit() * 1e9)
+        start = max(slot.silent_since_ns, slot.gap_declared_to_ns)
+        if now_ns - start < limit_ns:
+            return
+        if slot.health.state == "ok":
+            slot.health.state = "silent"
+        reason = "sensor_error" if slot.health.consecutive_failures else "sensor_silent"
+        self.gap_sink(
+            Gap(sensor=slot.config.id, start=start, end=now_ns, reason=reason, detail=why[:500])
+        )
+        slot.gap_declared_to_ns = now_ns
+
+    def _close_silence(self, slot: _Slot, first_ts: int) -> None:
+        """A sensor is back: declare the stretch since the last declared gap, if it is long."""
+        start = max(slot.silent_since_ns, slot.gap_declared_to_ns)
+        if slot.gap_declared_to_ns and first_ts - start > 0 and start == slot.gap_declared_to_ns:
+            reason = "sensor_error" if slot.health.consecutive_failures else "sensor_silent"
+            self.gap_sink(
+                Gap(
+                    sensor=slot.config.id,
+                    start=start,
+                    end=first_ts,
+                    reason=reason,
+                    detail="until the sensor answered again",
+                )
+            )
+        slot.gap_declared_to_ns = 0
+
+
+def group_by_port(drivers: Sequence[Driver]) -> dict[str, list[Driver]]:
+    ports: dict[str, list[Driver]] = {}
+    for d in drivers:
+        ports.setdefault(d.config.port, []).append(d)
+    return ports

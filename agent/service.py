@@ -1,0 +1,271 @@
+"""``farmtel agent run``: wires drivers, scheduler, outbox and publisher together.
+
+Threads:
+- one per serial port (scheduler.PortWorker) -> readings into an in-memory hand-off list;
+- the committer: every ``commit_interval`` writes the hand-off list to the outbox in one
+  transaction (a reading is safe once committed, and only then is it published);
+- the sender: takes batches from the outbox and publishes them, republishes overdue ones;
+- paho's network thread: receipts -> outbox.ack().
+"""
+
+import logging
+import os
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any
+
+import orjson
+
+from agent.clock import ClockWatch
+from agent.config import GatewayConfig
+from agent.outbox import NewReading, Outbox
+from agent.publisher import Publisher
+from agent.scheduler import PortWorker, SensorHealth, group_by_port
+from contract.wire import Batch, Gap, Receipt, ReceiptStatus, encode_batch
+from sensors.registry import make_driver
+
+log = logging.getLogger(__name__)
+
+MAX_RESEND_BACKOFF = 10
+
+
+class Agent:
+    def __init__(self, config: GatewayConfig):
+        self.config = config
+        self.boot = uuid.uuid4().hex
+        self.stop_event = threading.Event()
+        self.wake = threading.Event()
+        self.clock = ClockWatch()
+        self.health: dict[str, SensorHealth] = {}
+        self._pending: list[NewReading] = []
+        self._pending_gaps: list[Gap] = []
+        self._pending_lock = threading.Lock()
+        self.counters: dict[str, int] = {
+            "readings_in": 0,
+            "readings_acked": 0,
+            "batches_sent": 0,
+            "batches_resent": 0,
+            "receipts": 0,
+            "dead_lettered": 0,
+            "gaps": 0,
+        }
+        config.gateway.state_dir.mkdir(parents=True, exist_ok=True)
+        self.outbox = Outbox(config.outbox_path(), config.gateway.id, config.outbox.max_bytes)
+        if self.outbox.recovered_from is not None:
+            log.error(
+                "outbox was corrupt and was moved aside path=%s; collection goes on",
+                self.outbox.recovered_from,
+            )
+        self.publisher = Publisher(
+            config.mqtt,
+            config.client_id(),
+            config.gateway.plantation,
+            config.gateway.id,
+            on_receipt=self._receipt,
+            on_publish_failed=self._publish_failed,
+        )
+        self.drivers = [make_driver(s) for s in config.sensors]
+        self.workers = [
+            PortWorker(
+                port,
+                drivers,
+                self._take_readings,
+                self._take_gap,
+                self.clock,
+                self.stop_event,
+                self.health,
+            )
+            for port, drivers in group_by_port(self.drivers).items()
+        ]
+        self._threads: list[threading.Thread] = []
+
+    # --- hand-off from the port threads -------------------------------------------------
+    def _take_readings(self, readings: Sequence[NewReading]) -> None:
+        with self._pending_lock:
+            self._pending.extend(readings)
+
+    def _take_gap(self, gap: Gap) -> None:
+        log.warning(
+            "gap sensor=%s reason=%s start=%d end=%d detail=%s",
+            gap.sensor,
+            gap.reason,
+            gap.start,
+            gap.end,
+            gap.detail,
+        )
+        with self._pending_lock:
+            self._pending_gaps.append(gap)
+
+    def _commit_once(self) -> int:
+        with self._pending_lock:
+            readings, self._pending = self._pending, []
+            gaps, self._pending_gaps = self._pending_gaps, []
+        for gap in gaps:
+            self.outbox.add_gap(gap)
+            self.counters["gaps"] += 1
+        if readings:
+            self.outbox.add(readings)
+            self.counters["readings_in"] += len(readings)
+        if readings or gaps:
+            self.wake.set()
+        return len(readings)
+
+    def _committer(self) -> None:
+        interval = self.config.outbox.commit_interval
+        while not self.stop_event.wait(interval):
+            try:
+                self._commit_once()
+            except Exception:
+                # The readings stay in memory only until the next try; a failing disk is
+                # logged loudly every interval rather than taking the agent down.
+                log.exception("outbox commit failed")
+        self._commit_once()
+
+    # --- MQTT side -------------------------------------------------------------------------
+    def _receipt(self, receipt: Receipt) -> None:
+        deleted = self.outbox.ack(receipt.batch)
+        self.counters["receipts"] += 1
+        self.counters["readings_acked"] += deleted
+        if receipt.status is not ReceiptStatus.STORED:
+            self.counters["dead_lettered"] += 1
+            log.error(
+                "batch dead-lettered by ingest batch=%s reason=%s", receipt.batch, receipt.reason
+            )
+        self.wake.set()
+
+    def _publish_failed(self, batch: str, reason: str) -> None:
+        log.error("publish failed batch=%s reason=%s; it stays in the outbox", batch, reason)
+
+    def _send_batch(self, batch_id: str, resend: bool) -> bool:
+        readings, gaps = (
+            self.outbox.batch_contents(batch_id)
+            if resend
+            else self.outbox.next_batch(batch_id, self.config.outbox.batch_size)
+        )
+        if not readings and not gaps:
+            return False
+        batch = Batch(
+            gateway=self.config.gateway.id,
+            boot=self.boot,
+            batch=batch_id,
+            sent=time.time_ns(),
+            readings=readings,
+            gaps=gaps,
+        )
+        self.publisher.publish_batch(batch_id, encode_batch(batch))
+        self.outbox.mark_sent(batch_id)
+        self.counters["batches_resent" if resend else "batches_sent"] += 1
+        return True
+
+    def _sender(self) -> None:
+        cfg = self.config.outbox
+        while not self.stop_event.is_set():
+            self.wake.clear()
+            if self.publisher.connected.is_set():
+                try:
+                    self._send_round(cfg.max_inflight, cfg.receipt_timeout)
+                except Exception:
+                    log.exception("sending failed; retrying")
+            self.wake.wait(0.5)
+
+    def _send_round(self, max_inflight: int, timeout: float) -> None:
+        now = time.monotonic()  # the outbox times batches on the monotonic clock
+        overdue = self.outbox.overdue_batches(timeout, now)
+        for batch_id in overdue:
+            attempts = self.outbox.attempts(batch_id)
+            if attempts > 1:
+                # Back off: the n-th resend waits timeout x 2^(n-1), at most x MAX_RESEND_BACKOFF.
+                wait = timeout * min(2 ** (attempts - 1), MAX_RESEND_BACKOFF)
+                if batch_id not in self.outbox.overdue_batches(wait, now):
+                    continue
+            log.info("resending batch=%s attempt=%d", batch_id, attempts + 1)
+            self._send_batch(batch_id, resend=True)
+        while self.outbox.inflight_batches() < max_inflight:
+            if not self._send_batch(uuid.uuid4().hex, resend=False):
+                break
+
+    # --- status ----------------------------------------------------------------------------
+    def status_payload(self, state: str = "online") -> bytes:
+        depth = self.outbox.depth()
+        now = time.time_ns()
+        return orjson.dumps(
+            {
+                "state": state,
+                "gateway": self.config.gateway.id,
+                "plantation": self.config.gateway.plantation,
+                "boot": self.boot,
+                "ts": now,
+                "clock": self.clock.quality().value,
+                "outbox": {
+                    "readings": depth.readings,
+                    "gaps": depth.gaps,
+                    "bytes": depth.bytes,
+                    "oldest_age_s": (now - depth.oldest_ts) / 1e9 if depth.oldest_ts else None,
+                    "inflight_batches": depth.inflight_batches,
+                    "dropped": self.outbox.dropped_total,
+                },
+                "sensors": {k: v.as_dict() for k, v in self.health.items()},
+                "counters": dict(self.counters),
+                "mqtt": {
+                    "disconnects": self.publisher.disconnects,
+                    "publish_failures": self.publisher.publish_failures,
+                },
+            }
+        )
+
+    def _status_loop(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                self.publisher.publish_status(self.status_payload())
+            except Exception:
+                log.exception("status publish failed")
+            self.stop_event.wait(self.config.status.interval)
+
+    # --- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        log.info(
+            "agent starting plantation=%s gateway=%s sensors=%d outbox=%s pid=%d",
+            self.config.gateway.plantation,
+            self.config.gateway.id,
+            len(self.drivers),
+            self.config.outbox_path(),
+            os.getpid(),
+        )
+        self.publisher.start()
+        for w in self.workers:
+            w.start()
+        for target in (self._committer, self._sender, self._status_loop):
+            t = threading.Thread(target=target, name=target.__name__.strip("_"), daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.wake.set()
+        for w in self.workers:
+            w.join(timeout=10)
+        for t in self._threads:
+            t.join(timeout=10)
+        self.publisher.stop(self.status_payload("offline"))
+        self.outbox.close()
+        log.info("agent stopped")
+
+    def run_forever(self) -> None:
+        def _stop(signum: int, _frame: FrameType | None) -> None:
+            log.info("signal received signal=%s; stopping", signal.Signals(signum).name)
+            self.stop_event.set()
+
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+        self.start()
+        while not self.stop_event.wait(1.0):
+            pass
+        self.stop()
+
+
+def run(config: GatewayConfig, **_: Any) -> None:
+    Agent(config).run_forever()
