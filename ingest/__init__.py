@@ -1,0 +1,1 @@
+"""The ingest service: MQTT batches in, InfluxDB points out, receipts back."""

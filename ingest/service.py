@@ -1,0 +1,261 @@
+"""``farmtel ingest run``: telemetry from MQTT into InfluxDB, receipts back.
+
+The order that makes delivery safe: a message is acked to the broker only after InfluxDB
+accepted its points, and the receipt (which lets the gateway delete the rows) is published
+after that. A crash anywhere means the broker redelivers, and a replayed point overwrites
+itself (same series, same timestamp, same values).
+
+Memory stays bounded under an InfluxDB outage: the broker hands us at most
+``receive_maximum`` unacked messages, and we stop acking while writes fail.
+"""
+
+import logging
+import queue
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+import orjson
+import paho.mqtt.client as mqtt
+
+from contract.mqtt import connect_async, connect_properties, make_client, reason_text
+from contract.topics import parse_topic, receipt_topic, telemetry_subscription
+from contract.wire import (
+    Batch,
+    PayloadError,
+    Receipt,
+    ReceiptStatus,
+    decode_batch,
+    encode_receipt,
+)
+from ingest.config import IngestConfig
+from ingest.deadletter import DeadLetters
+from ingest.influx import InfluxRejected, InfluxUnavailable, InfluxWriter, make_writer
+from ingest.line_protocol import LineProtocolError
+from ingest.mapping import MappingError, batch_to_lines
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Inbound:
+    mid: int
+    qos: int
+    topic: str
+    payload: bytes
+
+
+@dataclass(slots=True)
+class Decoded:
+    msg: Inbound
+    plantation: str
+    batch: Batch
+    lines: list[str]
+
+
+class Ingest:
+    def __init__(self, config: IngestConfig, writer: InfluxWriter | None = None):
+        self.config = config
+        self.stop_event = threading.Event()
+        self.inbox: queue.Queue[Inbound] = queue.Queue()
+        self.writer = writer or make_writer(config.influxdb)
+        config.ingest.state_dir.mkdir(parents=True, exist_ok=True)
+        self.dead = DeadLetters(config.deadletter_path())
+        self.connected = threading.Event()
+        self.counters: dict[str, int] = {
+            "messages": 0,
+            "batches_stored": 0,
+            "readings_stored": 0,
+            "gaps_stored": 0,
+            "dead_letters": 0,
+            "write_errors": 0,
+            "write_retries": 0,
+            "redeliveries": 0,
+        }
+        self.client = make_client(config.mqtt, config.client_id(), manual_ack=True)
+        self.client.on_connect = self._connected
+        self.client.on_disconnect = self._disconnected
+        self.client.on_message = self._message
+        self.client.on_connect_fail = self._connect_failed
+        self._worker = threading.Thread(target=self._work, name="writer", daemon=True)
+
+    # paho's network thread ---------------------------------------------------------------
+    def _connected(self, client: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any = None) -> None:
+        if rc.is_failure:
+            log.error("mqtt connect refused reason=%s", reason_text(rc))
+            return
+        client.subscribe(telemetry_subscription(self.config.ingest.share_group), qos=1)
+        self.connected.set()
+        log.info("mqtt connected host=%s port=%s", self.config.mqtt.host, self.config.mqtt.port)
+
+    def _connect_failed(self, _c: mqtt.Client, _u: Any) -> None:
+        log.warning(
+            "mqtt broker %s:%s is unreachable (connection refused or timed out); retrying",
+            self.config.mqtt.host,
+            self.config.mqtt.port,
+        )
+
+    def _disconnected(self, _c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any = None) -> None:
+        if self.connected.is_set():
+            log.warning("mqtt disconnected reason=%s", reason_text(rc))
+        self.connected.clear()
+
+    def _message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        if msg.dup:
+            self.counters["redeliveries"] += 1
+        self.inbox.put(Inbound(msg.mid, msg.qos, msg.topic, bytes(msg.payload)))
+
+    # writer thread ---------------------------------------------------------------------------
+    def _gather(self) -> list[Inbound]:
+        try:
+            first = self.inbox.get(timeout=0.5)
+        except queue.Empty:
+            return []
+        msgs = [first]
+        budget = self.config.ingest.write_max_readings
+        deadline = time.monotonic() + self.config.ingest.write_max_wait
+        # A payload of n bytes holds at most n/60 readings; close enough to cap one write.
+        size = len(first.payload) // 60
+        while size < budget:
+            left = deadline - time.monotonic()
+            try:
+                msg = self.inbox.get(timeout=left) if left > 0 else self.inbox.get_nowait()
+            except queue.Empty:
+                break
+            msgs.append(msg)
+            size += len(msg.payload) // 60
+        return msgs
+
+    def _decode(self, msg: Inbound) -> Decoded | None:
+        try:
+            parts = parse_topic(msg.topic)
+            if parts.channel != "telemetry":
+                raise PayloadError(f"topic {msg.topic!r} is not a telemetry topic")
+            batch = decode_batch(msg.payload)
+            if batch.gateway != parts.gateway:
+                raise PayloadError(
+                    f"payload gateway {batch.gateway!r} differs from topic gateway "
+                    f"{parts.gateway!r}"
+                )
+            return Decoded(msg, parts.plantation, batch, batch_to_lines(parts.plantation, batch))
+        except (PayloadError, MappingError, LineProtocolError, ValueError) as err:
+            self._dead_letter(msg, str(err))
+            return None
+
+    def _dead_letter(self, msg: Inbound, reason: str) -> None:
+        self.dead.put(msg.topic, msg.payload, reason)
+        self.counters["dead_letters"] += 1
+        log.warning(
+            "dead letter topic=%.200s size=%d reason=%s", msg.topic, len(msg.payload), reason
+        )
+        self._ack(msg)
+        # Tell the gateway, if we can tell which batch it was, so it stops resending it.
+        try:
+            parts = parse_topic(msg.topic)
+            raw = orjson.loads(msg.payload)
+            batch_id = raw.get("batch") if isinstance(raw, dict) else None
+        except (ValueError, orjson.JSONDecodeError):
+            return
+        if isinstance(batch_id, str) and 0 < len(batch_id) <= 64:
+            receipt = Receipt(
+                batch=batch_id, status=ReceiptStatus.DEAD_LETTERED, reason=reason[:500]
+            )
+            self.client.publish(
+                receipt_topic(parts.plantation, parts.gateway), encode_receipt(receipt), qos=1
+            )
+
+    def _ack(self, msg: Inbound) -> None:
+        if msg.qos > 0:
+            self.client.ack(msg.mid, msg.qos)
+
+    def _work(self) -> None:
+        while not self.stop_event.is_set():
+            msgs = self._gather()
+            if not msgs:
+                continue
+            self.counters["messages"] += len(msgs)
+            decoded = [d for d in map(self._decode, msgs) if d is not None]
+            if decoded:
+                self._store(decoded)
+
+    def _store(self, items: list[Decoded]) -> None:
+        body = "\n".join(line for d in items for line in d.lines).encode()
+        backoff = 0.2
+        while True:
+            try:
+                self.writer.write(body)
+                break
+            except InfluxUnavailable as err:
+                self.counters["write_errors"] += 1
+                log.warning("influxdb unavailable error=%s retry_in_s=%.1f", err, backoff)
+                if self.stop_event.wait(backoff):
+                    # Not acked: the broker redelivers these after our restart.
+                    return
+                self.counters["write_retries"] += 1
+                backoff = min(backoff * 2, self.config.ingest.retry_max_backoff)
+            except InfluxRejected as err:
+                self.counters["write_errors"] += 1
+                if len(items) > 1:
+                    # Find the message InfluxDB refuses; the others go in on their own.
+                    for item in items:
+                        self._store([item])
+                else:
+                    self._dead_letter(items[0].msg, f"InfluxDB refused the points: {err}")
+                return
+        for d in items:
+            self._ack(d.msg)
+            receipt = Receipt(
+                batch=d.batch.batch,
+                status=ReceiptStatus.STORED,
+                stored=len(d.batch.readings) + len(d.batch.gaps),
+            )
+            self.client.publish(
+                receipt_topic(d.plantation, d.batch.gateway), encode_receipt(receipt), qos=1
+            )
+            self.counters["batches_stored"] += 1
+            self.counters["readings_stored"] += len(d.batch.readings)
+            self.counters["gaps_stored"] += len(d.batch.gaps)
+
+    # lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        ing = self.config.ingest
+        connect_async(
+            self.client,
+            self.config.mqtt,
+            clean_start=False,
+            properties=connect_properties(
+                session_expiry_s=ing.session_expiry, receive_maximum=ing.receive_maximum
+            ),
+        )
+        self.client.loop_start()
+        self._worker.start()
+        log.info(
+            "ingest started client_id=%s influxdb=%s api=%s",
+            self.config.client_id(),
+            self.config.influxdb.url,
+            self.config.influxdb.api,
+        )
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self._worker.join(timeout=15)
+        self.client.disconnect()
+        self.client.loop_stop()
+        self.writer.close()
+        self.dead.close()
+        log.info("ingest stopped counters=%s", self.counters)
+
+    def run_forever(self) -> None:
+        def _stop(signum: int, _frame: FrameType | None) -> None:
+            log.info("signal received signal=%s; stopping", signal.Signals(signum).name)
+            self.stop_event.set()
+
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+        self.start()
+        while not self.stop_event.wait(1.0):
+            pass
+        self.stop()
