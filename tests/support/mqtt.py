@@ -1,0 +1,49 @@
+"""A small MQTT v5 test client over paho: publish and wait, collect what arrives."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+
+class TestClient:
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, host: str, port: int, client_id: str | None = None) -> None:
+        self.messages: list[mqtt.MQTTMessage] = []
+        self._cond = threading.Condition()
+        self.client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=client_id or f"test-{uuid.uuid4().hex[:8]}",
+            protocol=mqtt.MQTTv5,
+        )
+        self.client.on_message = self._on_message
+        self.client.connect(host, port, keepalive=30)
+        self.client.loop_start()
+
+    def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        with self._cond:
+            self.messages.append(msg)
+            self._cond.notify_all()
+
+    def subscribe(self, topic: str) -> None:
+        info = self.client.subscribe(topic, qos=1)
+        assert info[0] == mqtt.MQTT_ERR_SUCCESS
+
+    def publish(self, topic: str, payload: bytes, timeout: float = 10) -> mqtt.MQTTMessageInfo:
+        info = self.client.publish(topic, payload, qos=1)
+        info.wait_for_publish(timeout=timeout)
+        return info
+
+    def wait_for(self, count: int, timeout: float = 20) -> list[mqtt.MQTTMessage]:
+        with self._cond:
+            self._cond.wait_for(lambda: len(self.messages) >= count, timeout=timeout)
+            return list(self.messages)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
