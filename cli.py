@@ -1,0 +1,391 @@
+"""farmtel: soil and weather telemetry for certified organic plantations.
+
+The ``farmtel`` command. Every subcommand documents its options in ``--help``. Exit codes:
+0 success, 1 a runtime failure (server unreachable ...), 2 bad input (config, arguments).
+"""
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+
+from contract.settings import ConfigError, read_toml
+
+app = typer.Typer(
+    help="farmtel: soil and weather telemetry for certified organic plantations.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+config_app = typer.Typer(help="Check configuration files.", no_args_is_help=True)
+agent_app = typer.Typer(help="The field agent that runs on a gateway.", no_args_is_help=True)
+ingest_app = typer.Typer(help="The ingest service: MQTT -> InfluxDB.", no_args_is_help=True)
+query_app = typer.Typer(help="Ask InfluxDB about a plantation's readings.", no_args_is_help=True)
+sensors_app = typer.Typer(help="Installer tools for sensors at the gateway.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(agent_app, name="agent")
+app.add_typer(ingest_app, name="ingest")
+app.add_typer(query_app, name="query")
+app.add_typer(sensors_app, name="sensors")
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _config_error(err: ConfigError) -> NoReturn:
+    typer.echo(str(err), err=True)
+    raise typer.Exit(2)
+
+
+class ConfigKind(StrEnum):
+    auto = "auto"
+    gateway = "gateway"
+    ingest = "ingest"
+
+
+ConfigOption = Annotated[
+    Path, typer.Option("--config", "-c", help="Path of the TOML config file.", show_default=False)
+]
+
+
+@config_app.command("check")
+def config_check(
+    file: Annotated[Path, typer.Argument(help="The TOML file to check.", show_default=False)],
+    kind: Annotated[
+        ConfigKind,
+        typer.Option(help="Which config this is; auto looks for a [gateway] or [ingest] table."),
+    ] = ConfigKind.auto,
+) -> None:
+    """Check a gateway or ingest config and print every problem with its key."""
+    from agent.config import parse_gateway_config
+    from ingest.config import parse_ingest_config
+
+    try:
+        raw = read_toml(file)
+        chosen = kind
+        if chosen is ConfigKind.auto:
+            if "gateway" in raw or "sensors" in raw:
+                chosen = ConfigKind.gateway
+            elif "ingest" in raw or "influxdb" in raw:
+                chosen = ConfigKind.ingest
+            else:
+                fail(
+                    f"{file}: cannot tell the kind of config (no [gateway] or [ingest] table); "
+                    "pass --kind gateway or --kind ingest",
+                    2,
+                )
+        if chosen is ConfigKind.gateway:
+            gw = parse_gateway_config(raw, str(file))
+            typer.echo(
+                f"{file}: ok (gateway {gw.gateway.plantation}/{gw.gateway.id}, "
+                f"{len(gw.sensors)} sensor(s))"
+            )
+        else:
+            ing = parse_ingest_config(raw, str(file))
+            typer.echo(f"{file}: ok (ingest, InfluxDB {ing.influxdb.api} at {ing.influxdb.url})")
+    except ConfigError as err:
+        _config_error(err)
+
+
+@agent_app.command("run")
+def agent_run(config: ConfigOption) -> None:
+    """Run the field agent: read the sensors, keep every reading in the outbox, publish."""
+    from agent.config import load_gateway_config
+    from agent.service import Agent
+    from contract import logs
+
+    try:
+        cfg = load_gateway_config(config)
+        logs.configure(cfg.log)
+        agent = Agent(cfg)
+    except ConfigError as err:
+        _config_error(err)
+    agent.run_forever()
+
+
+@ingest_app.command("run")
+def ingest_run(config: ConfigOption) -> None:
+    """Run the ingest service: store telemetry in InfluxDB, then ack and send receipts."""
+    from contract import logs
+    from ingest.config import load_ingest_config
+    from ingest.service import Ingest
+
+    try:
+        cfg = load_ingest_config(config)
+        logs.configure(cfg.log)
+        service = Ingest(cfg)
+    except ConfigError as err:
+        _config_error(err)
+    service.run_forever()
+
+
+class OutputFormat(StrEnum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+QConfig = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="An ingest.toml to take the influxdb settings from.",
+        show_default=False,
+    ),
+]
+QUrl = Annotated[
+    str | None,
+    typer.Option(
+        help="InfluxDB URL (default: from --config, else http://127.0.0.1:8086).",
+        show_default=False,
+    ),
+]
+QDatabase = Annotated[
+    str | None,
+    typer.Option(
+        help="InfluxDB database (v1) (default: from --config, else farmtel).", show_default=False
+    ),
+]
+QPlantation = Annotated[str, typer.Option(help="Plantation id, e.g. hlj-001.", show_default=False)]
+QFormat = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")]
+QUtc = Annotated[bool, typer.Option("--utc", help="Show times in UTC instead of local time.")]
+
+
+def _query_client(config: Path | None, url: str | None, database: str | None):  # type: ignore[no-untyped-def]
+    from ingest.config import load_ingest_config, parse_ingest_config
+    from ingest.influx import InfluxQuery
+
+    try:
+        # Without --config, FARMTEL_INFLUXDB__... variables still apply.
+        ingest_cfg = (
+            load_ingest_config(config) if config else parse_ingest_config({}, "environment")
+        )
+        settings = ingest_cfg.influxdb
+        update = {k: v for k, v in (("url", url), ("database", database)) if v}
+        if update:
+            settings = settings.model_copy(update=update)
+        return InfluxQuery(settings)
+    except ConfigError as err:
+        _config_error(err)
+
+
+def _when(ns: int, utc: bool) -> str:
+    t = datetime.fromtimestamp(ns / 1e9, UTC)
+    return (t if utc else t.astimezone()).isoformat(timespec="seconds")
+
+
+def _age(ns: int) -> str:
+    s = max(0, int(datetime.now(UTC).timestamp() - ns / 1e9))
+    if s < 120:
+        return f"{s}s"
+    if s < 7200:
+        return f"{s // 60}m"
+    if s < 172_800:
+        return f"{s // 3600}h"
+    return f"{s // 86400}d"
+
+
+@query_app.command("latest")
+def query_latest(
+    plantation: QPlantation,
+    config: QConfig = None,
+    url: QUrl = None,
+    database: QDatabase = None,
+    fmt: QFormat = OutputFormat.table,
+    utc: QUtc = False,
+) -> None:
+    """One row per sensor: its newest reading, the time, the values and their age."""
+    from ingest import queries
+    from ingest.influx import InfluxError
+    from ingest.tabular import render
+
+    client = _query_client(config, url, database)
+    try:
+        rows = queries.latest(client, plantation)
+    except ValueError as err:
+        fail(str(err), 2)
+    except InfluxError as err:
+        fail(str(err))
+    if not rows:
+        typer.echo(f"no readings stored for plantation {plantation}", err=True)
+        raise typer.Exit(0)
+    cols = ["field", "gateway", "sensor", "kind", "time", "age", "clock", "values"]
+    out = [
+        [
+            r.field,
+            r.gateway,
+            r.sensor,
+            r.measurement,
+            _when(r.time_ns, utc),
+            _age(r.time_ns),
+            r.clock,
+            r.values
+            if fmt is OutputFormat.json
+            else " ".join(f"{k}={v:g}" for k, v in sorted(r.values.items())),
+        ]
+        for r in rows
+    ]
+    typer.echo(render(cols, out, fmt.value), nl=False)
+
+
+@query_app.command("history")
+def query_history(
+    plantation: QPlantation,
+    sensor: Annotated[
+        str | None, typer.Option(help="Only this sensor id.", show_default=False)
+    ] = None,
+    field: Annotated[
+        str | None,
+        typer.Option("--field", help="Only this value, e.g. moisture_pct.", show_default=False),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(help="How far back from now: 90s, 15m, 24h, 7d, 4w.", show_default=False),
+    ] = None,
+    start: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            help="Start, ISO 8601 (local time unless an offset is given).",
+            show_default=False,
+        ),
+    ] = None,
+    end: Annotated[
+        str | None,
+        typer.Option("--to", help="End, ISO 8601 (default: now).", show_default=False),
+    ] = None,
+    every: Annotated[str, typer.Option(help="Window for mean/min/max: 1m, 1h, 1d ...")] = "1h",
+    config: QConfig = None,
+    url: QUrl = None,
+    database: QDatabase = None,
+    fmt: QFormat = OutputFormat.table,
+    utc: QUtc = False,
+) -> None:
+    """mean/min/max of each value per time window, computed inside InfluxDB."""
+    from ingest import queries
+    from ingest.influx import InfluxError
+    from ingest.tabular import render
+
+    try:
+        span = queries.time_range(since, start, end)
+    except queries.QueryInputError as err:
+        fail(str(err), 2)
+    client = _query_client(config, url, database)
+    try:
+        rows = queries.history(client, plantation, span, every, sensor=sensor, value=field)
+    except ValueError as err:
+        fail(str(err), 2)
+    except InfluxError as err:
+        fail(str(err))
+    cols = ["window", "gateway", "sensor", "value", "mean", "min", "max"]
+    out = [
+        [_when(r.window_start_ns, utc), r.gateway, r.sensor, r.value, r.mean, r.min, r.max]
+        for r in rows
+    ]
+    if not out:
+        typer.echo(
+            f"no readings for plantation {plantation} between {span.start.isoformat()} and "
+            f"{span.end.isoformat()}",
+            err=True,
+        )
+        raise typer.Exit(0)
+    typer.echo(render(cols, out, fmt.value), nl=False)
+
+
+@sensors_app.command("drivers")
+def sensors_drivers() -> None:
+    """List every sensor driver with its sample config."""
+    from sensors.commands import list_drivers
+
+    for name, summary, sample in list_drivers():
+        typer.echo(f"{name}: {summary}\n")
+        typer.echo("\n".join("    " + line for line in sample.rstrip().splitlines()))
+        typer.echo("")
+
+
+@sensors_app.command("read")
+def sensors_read(
+    driver: Annotated[
+        str, typer.Option(help="Driver name (see `farmtel sensors drivers`).", show_default=False)
+    ],
+    port: Annotated[
+        str,
+        typer.Option(help="Serial port or pyserial URL, e.g. /dev/ttyUSB0.", show_default=False),
+    ],
+    option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--option", "-o", help="Driver option key=value; repeatable.", show_default=False
+        ),
+    ] = None,
+    count: Annotated[int, typer.Option(min=1, help="Readings to print before stopping.")] = 1,
+    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds to wait in all.")] = 30.0,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """Read a device directly and print its readings (no agent, no outbox)."""
+    import orjson
+
+    from sensors.base import SensorError
+    from sensors.commands import read_device
+
+    options: dict[str, str] = {}
+    for item in option or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            fail(f"--option {item!r} must look like key=value", 2)
+        options[key.strip()] = value.strip()
+    got = 0
+    try:
+        for sample in read_device(driver, port, options, count, timeout):
+            got += 1
+            ts = sample.ts or 0
+            if as_json:
+                typer.echo(orjson.dumps({"ts": ts, "values": sample.values}).decode())
+            else:
+                vals = " ".join(f"{k}={v:g}" for k, v in sorted(sample.values.items()))
+                typer.echo(f"{_when(ts, False) if ts else '-'}  {vals}")
+    except ConfigError as err:
+        _config_error(err)
+    except SensorError as err:
+        fail(str(err))
+    if got < count:
+        fail(f"got {got} of {count} reading(s) within {timeout:g} s")
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"farmtel {version('farmtel')}")
+        except PackageNotFoundError:
+            typer.echo("farmtel (not installed)")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    show_version: Annotated[
+        bool | None,
+        typer.Option(
+            "--version",
+            callback=version_callback,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = None,
+) -> None:
+    """farmtel: soil and weather telemetry for certified organic plantations."""
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

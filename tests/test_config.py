@@ -1,0 +1,140 @@
+"""Config files: every problem named with its key, env overrides, and `farmtel config check`."""
+
+from pathlib import Path
+
+import pytest
+
+from agent.config import load_gateway_config, parse_gateway_config
+from contract.settings import ConfigError
+from ingest.config import load_ingest_config, parse_ingest_config
+from tests.support.procs import REPO, run_cli
+
+GOOD_GATEWAY = """
+[gateway]
+plantation = "hlj-001"
+id = "gw-01"
+state_dir = "/tmp/farmtel-test"
+
+[mqtt]
+host = "broker.local"
+
+[[sensors]]
+id = "soil-1"
+field = "north"
+driver = "text_line"
+port = "/dev/ttyUSB0"
+columns = ["moisture_pct", "temp_c"]
+"""
+
+
+def _write(tmp_path: Path, text: str, name: str = "gateway.toml") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_examples_are_valid() -> None:
+    gw = load_gateway_config(REPO / "examples" / "gateway.toml", environ={})
+    assert gw.gateway.plantation == "hlj-001"
+    assert gw.sensors[0].driver == "text_line"
+    ing = load_ingest_config(REPO / "examples" / "ingest.toml", environ={})
+    assert ing.influxdb.api == "v1"
+
+
+def test_misspelt_key_is_named_with_the_allowed_keys(tmp_path: Path) -> None:
+    path = _write(tmp_path, GOOD_GATEWAY.replace('host = "broker.local"', 'hots = "x"'))
+    with pytest.raises(ConfigError) as info:
+        load_gateway_config(path, environ={})
+    ((key, msg),) = info.value.problems
+    assert key == "mqtt.hots"
+    assert "unknown key" in msg and "host" in msg and "port" in msg
+
+
+def test_misspelt_sensor_key_is_named_with_its_index(tmp_path: Path) -> None:
+    path = _write(tmp_path, GOOD_GATEWAY.replace("columns =", "colums ="))
+    with pytest.raises(ConfigError) as info:
+        load_gateway_config(path, environ={})
+    assert any(k == "sensors[0].colums" and "unknown key" in m for k, m in info.value.problems)
+
+
+def test_bad_identifier_names_the_pattern(tmp_path: Path) -> None:
+    path = _write(tmp_path, GOOD_GATEWAY.replace('id = "gw-01"', 'id = "GW 01"'))
+    with pytest.raises(ConfigError) as info:
+        load_gateway_config(path, environ={})
+    ((key, msg),) = info.value.problems
+    assert key == "gateway.id"
+    assert "^[a-z0-9][a-z0-9_-]{0,62}$" in msg and "GW 01" in msg
+
+
+def test_all_problems_are_reported_at_once(tmp_path: Path) -> None:
+    text = (
+        GOOD_GATEWAY.replace('id = "gw-01"', 'id = "GW"').replace(
+            'driver = "text_line"', 'driver = "nope"'
+        )
+        + "\n[outbox]\nbatch_size = 0\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_gateway_config(_write(tmp_path, text), environ={})
+    keys = {k for k, _ in info.value.problems}
+    assert {"gateway.id", "outbox.batch_size"} <= keys
+    assert any(k.startswith("sensors[0]") and "text_line" in m for k, m in info.value.problems)
+
+
+def test_duplicate_sensor_ids_are_refused(tmp_path: Path) -> None:
+    text = GOOD_GATEWAY + GOOD_GATEWAY[GOOD_GATEWAY.index("[[sensors]]") :]
+    with pytest.raises(ConfigError, match="already used by sensors"):
+        load_gateway_config(_write(tmp_path, text), environ={})
+
+
+def test_not_toml_names_the_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"not valid TOML.*line 2"):
+        load_gateway_config(_write(tmp_path, "[gateway]\nid = \n"), environ={})
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_gateway_config(tmp_path / "nope.toml", environ={})
+
+
+def test_environment_overrides_and_is_validated(tmp_path: Path) -> None:
+    path = _write(tmp_path, GOOD_GATEWAY)
+    env = {
+        "FARMTEL_MQTT__PORT": "1884",
+        "FARMTEL_SENSORS__0__PORT": "/dev/ttyUSB7",
+        "FARMTEL_INFLUXDB__URL": "http://elsewhere:8086",  # an ingest key: ignored by the agent
+    }
+    cfg = load_gateway_config(path, environ=env)
+    assert cfg.mqtt.port == 1884
+    assert cfg.sensors[0].port == "/dev/ttyUSB7"
+    with pytest.raises(ConfigError) as info:
+        load_gateway_config(path, environ={"FARMTEL_MQTT__PORT": "99999"})
+    assert info.value.problems[0][0] == "mqtt.port"
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_gateway_config(path, environ={"FARMTEL_MQTT__HOTS": "x"})
+
+
+def test_ingest_config_errors_and_env() -> None:
+    cfg = parse_ingest_config({}, "env", environ={"FARMTEL_INFLUXDB__URL": "http://db:8086"})
+    assert cfg.influxdb.url == "http://db:8086"
+    with pytest.raises(ConfigError) as info:
+        parse_ingest_config({"influxdb": {"api": "v3"}}, "x.toml", environ={})
+    assert info.value.problems[0][0] == "influxdb.api"
+
+
+def test_no_sensors_is_an_error() -> None:
+    raw = {"gateway": {"plantation": "p", "id": "g"}}
+    with pytest.raises(ConfigError, match="no \\[\\[sensors\\]\\]"):
+        parse_gateway_config(raw, "x", environ={})
+
+
+def test_cli_config_check(tmp_path: Path) -> None:
+    ok = run_cli(["config", "check", str(_write(tmp_path, GOOD_GATEWAY))])
+    assert ok.returncode == 0, ok.stderr
+    assert "ok (gateway hlj-001/gw-01, 1 sensor(s))" in ok.stdout
+    bad = run_cli(["config", "check", str(_write(tmp_path, GOOD_GATEWAY.replace("host", "hots")))])
+    assert bad.returncode == 2
+    assert "mqtt.hots: unknown key" in bad.stderr
+    ing = run_cli(["config", "check", str(REPO / "examples" / "ingest.toml")])
+    assert ing.returncode == 0 and "ingest" in ing.stdout
+    unknown = run_cli(["config", "check", str(_write(tmp_path, "[x]\na = 1\n", "x.toml"))])
+    assert unknown.returncode == 2 and "--kind" in unknown.stderr
