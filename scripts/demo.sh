@@ -23,8 +23,11 @@ pids=()
 cleanup() {
     trap - EXIT INT TERM
     echo "==> stopping the demo"
-    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    # Newest first: the agent and ingest stop before the sensors they read.
+    for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+        kill -TERM "${pids[$i]}" 2>/dev/null || true
+        wait "${pids[$i]}" 2>/dev/null || true
+    done
     "$PY" -m devstack stop --state "$STATE/stack" || true
 }
 trap cleanup EXIT
@@ -60,7 +63,8 @@ driver = "text_line"
 kind = "soil"
 port = "$STATE/tty-soil-north"
 format = "csv"
-columns = ["moisture_pct", "temp_c", "ec_us_cm"]
+# The board prints its line counter first; "_" skips that column.
+columns = ["_", "moisture_pct", "temp_c", "ec_us_cm"]
 
 [[sensors]]
 id = "soil-south"
