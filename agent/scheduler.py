@@ -24,6 +24,7 @@ from sensors.base import (
     SensorPortError,
     SensorTimeoutError,
 )
+from sensors.sample_checks import OUT_OF_RANGE, CheckedValues, check_sample
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,8 @@ class SensorHealth:
     readings: int = 0
     errors: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
+    port_open: bool = False
+    """The driver holds its port open (the device may still be silent)."""
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -52,6 +55,7 @@ class SensorHealth:
             "readings": self.readings,
             "errors": self.errors,
             "rejected": dict(self.rejected),
+            "port_open": self.port_open,
         }
 
 
@@ -121,6 +125,7 @@ class PortWorker(threading.Thread):
         except Exception:  # a driver that cannot even close must not stop the others
             log.exception("close failed sensor=%s", slot.config.id)
         slot.is_open = False
+        slot.health.port_open = False
 
     def _service(self, slot: _Slot) -> None:
         cfg, health = slot.config, slot.health
@@ -129,6 +134,7 @@ class PortWorker(threading.Thread):
             if not slot.is_open:
                 slot.driver.open()
                 slot.is_open = True
+                health.port_open = True
             samples = slot.driver.read()
         except SensorError as err:
             self._failed(slot, err)
@@ -152,6 +158,11 @@ class PortWorker(threading.Thread):
         cfg, health = slot.config, slot.health
         out = []
         for sample in samples:
+            # Calibration, then plausibility: an implausible sample is counted, never stored.
+            checked = check_sample(cfg, sample.values)
+            if not isinstance(checked, CheckedValues):
+                slot.driver.reject(OUT_OF_RANGE, f"{checked} (sensor {cfg.id})")
+                continue
             ts = sample.ts if sample.ts is not None else time.time_ns()
             quality = self.clock.quality(ts)
             # Two readings of one sensor must never share a timestamp: InfluxDB keys a point
@@ -166,9 +177,14 @@ class PortWorker(threading.Thread):
                     kind=cfg.kind,
                     ts=ts,
                     clock=quality,
-                    values=sample.values,
+                    values=checked.values,
+                    cal=checked.cal,
                 )
             )
+        health.rejected = dict(slot.driver.rejected)
+        if not out:
+            self._check_silence(slot, "every sample was out of range")
+            return
         self.sink(out)
         self._close_silence(slot, out[0].ts)
         health.readings += len(out)

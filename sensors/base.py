@@ -22,15 +22,22 @@ Lifecycle (driven by the agent's scheduler, one thread per serial port):
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from contract.ids import Ident
 from contract.settings import Strict
+from contract.wire import check_value_name
+from sensors.calibration import Calibration
+from sensors.plausibility import Range, check_range_table
 
 log = logging.getLogger(__name__)
+
+REJECT_LOG_INTERVAL_S = 60.0
+"""Seconds between two log lines for the same rejection reason of one sensor."""
 
 
 class SensorError(Exception):
@@ -92,6 +99,23 @@ class SensorConfig(Strict):
     """Seconds without a valid reading before a sensor_silent gap is declared
     (default: 3 x interval, at least 30 s)."""
 
+    calibration: Calibration | None = None
+    """Versioned correction of the values: { version, date, by, values = { name = { offset,
+    scale } or { two_point = [[raw1, ref1], [raw2, ref2]] } } }. The version travels with
+    each reading as ``cal``; see sensors/calibration.py."""
+    ranges: dict[str, Range] = Field(default_factory=dict)
+    """Plausible range per value name, [low, high] inclusive, checked after calibration;
+    overrides the defaults of sensors/plausibility.py, e.g. { temp_c = [-50, 70] }. A sample
+    with a value outside is rejected (out_of_range) and never stored."""
+
+    @field_validator("ranges")
+    @classmethod
+    def _check_ranges(cls, ranges: dict[str, Range]) -> dict[str, Range]:
+        for name in ranges:
+            check_value_name(name)
+        check_range_table(ranges)
+        return ranges
+
     def silence_limit(self) -> float:
         return (
             self.silence_after if self.silence_after is not None else max(3 * self.interval, 30.0)
@@ -108,11 +132,29 @@ class Driver:
     def __init__(self, config: SensorConfig):
         self.config = config
         self.rejected: Counter[str] = Counter()
+        self._log_after: dict[str, float] = {}
+        self._not_logged: Counter[str] = Counter()
 
     def reject(self, reason: str, detail: Any = "") -> None:
-        """Count and log a frame that was not used."""
+        """Count a frame that was not used; log it, at most once per reason a minute.
+
+        A noisy line can reject thousands of frames a second: the counts are exact, the
+        log says how many went unlogged since the last line for that reason.
+        """
         self.rejected[reason] += 1
-        log.warning("rejected sensor=%s reason=%s detail=%.200r", self.config.id, reason, detail)
+        now = time.monotonic()
+        if now < self._log_after.get(reason, 0.0):
+            self._not_logged[reason] += 1
+            return
+        self._log_after[reason] = now + REJECT_LOG_INTERVAL_S
+        log.warning(
+            "rejected sensor=%s reason=%s total=%d not_logged=%d detail=%.200r",
+            self.config.id,
+            reason,
+            self.rejected[reason],
+            self._not_logged.pop(reason, 0),
+            detail,
+        )
 
     def open(self) -> None:
         raise NotImplementedError
@@ -122,6 +164,25 @@ class Driver:
 
     def close(self) -> None:
         raise NotImplementedError
+
+    @classmethod
+    def scan(
+        cls, port: str, options: Mapping[str, str], progress: Callable[[str], None]
+    ) -> Iterator[dict[str, str]]:
+        """Find the devices on the bus at ``port`` (``farmtel sensors scan``).
+
+        ``options`` are the ``--option key=value`` pairs as typed (the driver validates them
+        and raises contract.settings.ConfigError); ``progress`` takes one-line progress
+        messages (printed on stderr). Yields one dict per device found, at least
+        ``{"address": ...}`` plus whatever the device tells about itself. Raises
+        :class:`ScanNotSupported` when the driver cannot scan (the default),
+        :class:`SensorPortError` when the port cannot be opened.
+        """
+        raise ScanNotSupported(f"driver {cls.name!r} cannot scan a bus")
+
+
+class ScanNotSupported(Exception):
+    """The driver has no way to find devices on a bus (e.g. a streaming device)."""
 
 
 @dataclass

@@ -9,7 +9,7 @@ cli.py parses arguments and prints; these functions find drivers, build a config
 import time
 import tomllib
 import types
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Literal, Union, get_args, get_origin
 
 from contract.settings import ConfigError, validate
@@ -163,3 +163,29 @@ def read_device(
                 time.sleep(max(0.0, min(config.interval, timeout - (now - last_sample))))
     finally:
         device.close()
+
+
+def scan_bus(
+    driver: str,
+    port: str,
+    options: Mapping[str, str],
+    progress: Callable[[str], None],
+) -> Iterator[dict[str, str]]:
+    """Yield the devices the driver finds on the bus at ``port`` (``farmtel sensors scan``).
+
+    Each device is a dict with at least ``address``. Raises ConfigError for an unknown
+    driver or a bad option, ScanNotSupported when the driver cannot scan, SensorPortError
+    when the port cannot be used. ``progress`` receives one-line progress messages.
+    """
+    try:
+        cls = registry.driver_class(driver)
+    except (registry.UnknownDriver, registry.DriverLoadError) as err:
+        raise ConfigError(OPTIONS_SOURCE, [("driver", str(err))]) from None
+    problems = [
+        (key, f"is set by --{key}, not --option {key}=...")
+        for key in ("driver", "port")
+        if key in options
+    ]
+    if problems:
+        raise ConfigError(OPTIONS_SOURCE, problems)
+    yield from cls.scan(port, options, progress)

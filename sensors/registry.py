@@ -37,6 +37,9 @@ ENTRY_POINT_GROUP = "farmtel.drivers"
 
 BUILTIN_DRIVERS: Mapping[str, str] = {
     "text_line": "sensors.text_line",
+    "modbus_soil": "sensors.modbus_soil",
+    "sdi12": "sensors.sdi12",
+    "nmea_weather": "sensors.nmea_weather",
 }
 """Drivers shipped with farmtel: name -> package path."""
 

@@ -4,9 +4,9 @@ Imports no device library, so a gateway config is validated without pyserial.
 """
 
 import math
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from contract.wire import check_value_name
 from sensors.base import SensorConfig
@@ -54,7 +54,33 @@ class Config(SensorConfig):
     text (JSON strings, skipped columns) contain non-ASCII characters."""
     limits: dict[str, Limit] = Field(default_factory=dict)
     """Physical range per value name, [low, high] inclusive; a line with a value outside its
-    range is rejected as out_of_range, e.g. { temp_c = [-40, 85] }."""
+    range is rejected as out_of_range, e.g. { temp_c = [-40, 85] }. They also become this
+    sensor's plausibility ranges (the shared ``ranges`` key), checked after calibration."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _limits_are_ranges(cls, data: Any) -> Any:
+        """``limits`` also feed the shared plausibility ``ranges`` (checked after calibration).
+
+        The driver keeps rejecting raw lines outside ``limits`` itself; naming one value in
+        both keys with different bounds is an error.
+        """
+        if isinstance(data, dict) and isinstance(data.get("limits"), dict):
+            given = data.get("ranges") or {}
+            if not isinstance(given, dict):
+                return data  # the field validation reports a malformed ranges
+            ranges = dict(given)
+            for name, bounds in data["limits"].items():
+                other: Any = ranges.get(name)
+                both = isinstance(bounds, list | tuple) and isinstance(other, list | tuple)
+                if both and list(other) != list(bounds):
+                    raise ValueError(
+                        f"limits and ranges give {name!r} different bounds ({list(bounds)} and "
+                        f"{list(other)}); keep one of them"
+                    )
+                ranges[name] = bounds
+            data = {**data, "ranges": ranges}
+        return data
 
     @field_validator("columns")
     @classmethod

@@ -21,7 +21,6 @@ Lines that are not used are counted in ``rejected`` by reason, never raised:
 import logging
 import math
 import time
-from collections import Counter
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -40,9 +39,6 @@ READ_CHUNK_BYTES = 65_536
 """Most bytes taken from the port in one call."""
 PORT_POLL_S = 0.1
 """pyserial's own read timeout: how often ``read()`` looks at its deadline while idle."""
-REJECT_LOG_INTERVAL_S = 60.0
-"""A noisy line would log thousands of rejections a second; each reason is logged at most
-once per this many seconds, with the count of those not logged."""
 _STEP_BACK_NS = 1_000_000_000
 
 Parsed = dict[str, float] | str
@@ -87,8 +83,6 @@ class Driver(base.Driver):
         self._synced = False
         self._last_ts = 0
         self._max_line = config.max_line_bytes
-        self._log_after: dict[str, float] = {}
-        self._not_logged: Counter[str] = Counter()
         self._ascii_only = config.encoding == "ascii"
         self._separator = config.separator
         self._columns: list[str | None] = [
@@ -335,20 +329,3 @@ class Driver(base.Driver):
         return self._finish(values)
 
     # -- rejections -----------------------------------------------------------------------
-
-    def reject(self, reason: str, detail: Any = "") -> None:
-        """Count a line that was not used; log it, at most once per reason a minute."""
-        self.rejected[reason] += 1
-        now = time.monotonic()
-        if now < self._log_after.get(reason, 0.0):
-            self._not_logged[reason] += 1
-            return
-        self._log_after[reason] = now + REJECT_LOG_INTERVAL_S
-        log.warning(
-            "rejected sensor=%s reason=%s total=%d not_logged=%d detail=%.200r",
-            self.config.id,
-            reason,
-            self.rejected[reason],
-            self._not_logged.pop(reason, 0),
-            detail,
-        )

@@ -192,6 +192,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--start-delay", type=float, default=0.0, help="seconds to wait before the first line"
     )
+    parser.add_argument(
+        "--start-file",
+        help="wait until this file exists before the first line (after --start-delay): a "
+        "test creates it once the reader has opened the port",
+    )
     parser.add_argument("--record", help="append one JSON line per valid line sent to this file")
     parser.add_argument("--noise", type=float, default=0.0, help="probability of noise per line")
     parser.add_argument("--checksum", choices=list(get_args(ChecksumKind)), default="none")
@@ -286,6 +291,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             try:
                 time.sleep(args.start_delay)
+                while args.start_file and not os.path.exists(args.start_file):
+                    time.sleep(0.01)
                 run(args, link, record if args.record else None, progress)
                 drained = link.wait_drained(args.drain_timeout)
                 if not drained:
