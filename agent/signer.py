@@ -1,0 +1,44 @@
+"""Signs each batch with the gateway's Ed25519 key (``[gateway] signing_key_file``).
+
+The signature covers :func:`contract.signing.batch_message` (plantation, gateway, batch id,
+readings and gaps; not the send time), so a resent batch carries the same signature and
+the ingest and a certifier can check it against the device registry.
+"""
+
+from __future__ import annotations
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from agent.config import GatewayConfig
+from contract.settings import ConfigError, read_secret
+from contract.signing import batch_message, key_id, load_private_key, sign
+from contract.wire import Batch
+
+
+class BatchSigner:
+    """Adds ``sig`` to batches; with no key it returns them unchanged (dev mode)."""
+
+    def __init__(self, plantation: str, key: Ed25519PrivateKey | None):
+        self.plantation = plantation
+        self.key = key
+        self.key_id = key_id(key.public_key()) if key is not None else None
+
+    @classmethod
+    def from_config(cls, config: GatewayConfig) -> BatchSigner:
+        """Load the key; ConfigError naming ``gateway.signing_key_file`` when it is missing,
+        readable by others (mode must be 0600) or not an Ed25519 PEM key."""
+        path = config.gateway.signing_key_file
+        if path is None:
+            return cls(config.gateway.plantation, None)
+        read_secret(path, "gateway.signing_key_file")  # existence and mode 0600
+        try:
+            key = load_private_key(path)
+        except ValueError as err:
+            raise ConfigError(str(path), [("gateway.signing_key_file", str(err))]) from None
+        return cls(config.gateway.plantation, key)
+
+    def sign(self, batch: Batch) -> Batch:
+        if self.key is None:
+            return batch
+        sig = sign(self.key, batch_message(self.plantation, batch))
+        return batch.model_copy(update={"sig": sig})
