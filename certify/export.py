@@ -1,0 +1,427 @@
+"""``farmtel export``: a plantation's history as a sealed BagIt bundle.
+
+What goes in (all under ``data/``): readings.csv and readings.jsonl (one row per reading,
+time order), gaps.csv, batches.jsonl (the gateways' signed batch records), registry.json
+(gateways, keys, history, calibration versions in use), completeness.csv and report.html.
+
+Which rows: every reading dated inside ``[from, to)``; every batch record whose sequence
+range holds one of them, or that declared a gap overlapping the period; and, so that every
+batch signature can be checked, the few readings of those batches that lie just outside
+the period (marked by their time) and every gap they declared. Readings of a batch dated
+outside the period away from its edges (a gateway clock that stepped) are appended last.
+Batch records and gaps are looked for from ``LOOKBACK_NS`` before the period to
+``LOOKAHEAD_NS`` after it (a gateway that was offline sends its backlog late).
+
+Memory stays flat: readings stream from InfluxDB page by page (certify.source) into the
+files, hashed as they are written; what is kept is per sensor and per day (statistics),
+per batch (records) and per gap.
+"""
+
+import bisect
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from certify import source
+from certify.bag import BagWriter
+from certify.report import ExportStats, render_html
+from certify.rows import (
+    GAP_COLUMNS,
+    BatchRow,
+    ReadingRow,
+    batch_json_line,
+    csv_line,
+    gap_csv_line,
+    reading_csv_header,
+    reading_csv_line,
+    reading_json_line,
+    rfc3339_ns,
+)
+from certify.source import Span
+from contract import signing
+from contract.ids import check_ident
+from ingest.influx import InfluxQuery, quote_ident
+
+LOOKBACK_NS = 31 * 86_400 * 1_000_000_000
+LOOKAHEAD_NS = 31 * 86_400 * 1_000_000_000
+BUNDLE_FORMAT = "farmtel-bundle-v1"
+MAX_SHORT_BATCHES = 1_000
+"""Batches whose missing readings are searched for outside the period, at most."""
+
+
+@dataclass
+class ExportSummary:
+    """What an export wrote, and what a certifier will find wrong with it."""
+
+    out: Path
+    readings: int = 0
+    outside_period: int = 0
+    gaps: int = 0
+    batches: int = 0
+    unsigned_batches: int = 0
+    unbatched_readings: int = 0
+    seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+
+class _BatchIndex:
+    """Finds the batch record whose seq range holds a gateway's seq."""
+
+    def __init__(self, batches: Iterable[BatchRow]) -> None:
+        self._by_gw: dict[str, tuple[list[int], list[BatchRow]]] = {}
+        for b in sorted(batches, key=lambda b: (b.gateway, b.first_seq)):
+            if b.first_seq < 0:
+                continue
+            firsts, rows = self._by_gw.setdefault(b.gateway, ([], []))
+            firsts.append(b.first_seq)
+            rows.append(b)
+
+    def find(self, gateway: str, seq: int) -> BatchRow | None:
+        entry = self._by_gw.get(gateway)
+        if entry is None:
+            return None
+        i = bisect.bisect_right(entry[0], seq) - 1
+        if i >= 0 and entry[1][i].last_seq >= seq:
+            return entry[1][i]
+        return None
+
+
+class Progress:
+    """A progress bar on stderr when it is a terminal; silent otherwise."""
+
+    def __init__(self, enabled: bool, total: int | None) -> None:
+        self._bar: Any = None
+        if enabled and sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                TimeRemainingColumn,
+            )
+            from rich.progress import (
+                Progress as RichProgress,
+            )
+
+            self._bar = RichProgress(
+                "[progress.description]{task.description}",
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                transient=True,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task("export readings", total=total)
+
+    def advance(self, n: int) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._task, n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def _count_readings(client: InfluxQuery, plantation: str, kinds: list[str], span: Span) -> int:
+    total = 0
+    for kind in kinds:
+        for s in client.query(
+            f"SELECT count(seq) FROM {quote_ident(kind)} WHERE plantation = $p "
+            "AND time >= $start AND time < $end",
+            params={"p": plantation, "start": span.start_ns, "end": span.end_ns},
+        ):
+            for row in s.values:
+                total += int(row[1] or 0)
+    return total
+
+
+def _edge_readings(
+    client: InfluxQuery,
+    plantation: str,
+    kinds: list[str],
+    gateway: str,
+    seq_lo: int,
+    seq_hi: int,
+    span: Span,
+) -> list[ReadingRow]:
+    """Readings of ``gateway`` with seq in ``[seq_lo, seq_hi]`` dated in ``span``."""
+    rows: list[ReadingRow] = []
+    for kind in kinds:
+        rows.extend(
+            source.readings(
+                client,
+                plantation,
+                kind,
+                span,
+                where_extra=" AND gateway = $gw AND seq >= $slo AND seq <= $shi",
+                params_extra={"gw": gateway, "slo": seq_lo, "shi": seq_hi},
+            )
+        )
+    rows.sort(key=lambda r: (r.ts, r.gateway, r.seq))
+    return rows
+
+
+def export_bundle(
+    client: InfluxQuery,
+    plantation: str,
+    span: Span,
+    out: Path,
+    org_key: Ed25519PrivateKey,
+    registry: dict[str, Any],
+    progress: bool = False,
+    page_rows: int = source.PAGE_ROWS,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> ExportSummary:
+    """Write the bundle for ``plantation`` over ``span`` into the new folder ``out``.
+
+    Raises ``ValueError`` for a bad plantation id, certify.bag.BagError when ``out`` is not
+    a new or empty folder, ingest.influx.InfluxError when the server fails, and
+    certify.source.SourceError for points farmtel did not write.
+    """
+    check_ident(plantation, "--plantation")
+    bag = BagWriter(out)
+    try:
+        return _export(client, plantation, span, bag, org_key, registry, progress, page_rows, now)
+    except BaseException:
+        bag.abort()
+        raise
+
+
+def _export(
+    client: InfluxQuery,
+    plantation: str,
+    span: Span,
+    bag: BagWriter,
+    org_key: Ed25519PrivateKey,
+    registry: dict[str, Any],
+    progress: bool,
+    page_rows: int,
+    now: Callable[[], datetime],
+) -> ExportSummary:
+    started = time.monotonic()
+    out = bag.root
+    summary = ExportSummary(out)
+    kinds = source.reading_kinds(client)
+    names = source.value_names(client, kinds)
+    bounds = source.seq_bounds(client, plantation, kinds, span)
+    wide = Span(span.start_ns - LOOKBACK_NS, span.end_ns + LOOKAHEAD_NS)
+
+    # Gaps (few) first: the batches that declared a gap in the period belong in the bundle.
+    wide_gaps = list(source.gaps(client, plantation, Span(wide.start_ns, span.end_ns)))
+    gap_batches = {g.batch for g in wide_gaps if g.start < span.end_ns and g.end >= span.start_ns}
+    chosen: list[BatchRow] = []
+    for b in source.batches(client, plantation, wide):
+        in_range = b.gateway in bounds and (
+            b.first_seq >= 0
+            and b.first_seq <= bounds[b.gateway][1]
+            and b.last_seq >= bounds[b.gateway][0]
+        )
+        if in_range or b.batch in gap_batches:
+            chosen.append(b)
+    chosen_ids = {b.batch for b in chosen}
+    chosen_gaps = sorted(
+        (g for g in wide_gaps if g.batch in chosen_ids or g.batch in gap_batches),
+        key=lambda g: (g.gateway, g.start, g.sensor),
+    )
+    index = _BatchIndex(chosen)
+
+    # Readings of edge batches that lie outside the period, so their signatures check.
+    before: list[ReadingRow] = []
+    after: list[ReadingRow] = []
+    for gw, (lo, hi) in sorted(bounds.items()):
+        first = index.find(gw, lo)
+        if first is not None and first.first_seq < lo:
+            before += _edge_readings(
+                client,
+                plantation,
+                kinds,
+                gw,
+                first.first_seq,
+                lo - 1,
+                Span(wide.start_ns, span.start_ns),
+            )
+        last = index.find(gw, hi)
+        if last is not None and last.last_seq > hi:
+            after += _edge_readings(
+                client,
+                plantation,
+                kinds,
+                gw,
+                hi + 1,
+                last.last_seq,
+                Span(span.end_ns, wide.end_ns),
+            )
+    before.sort(key=lambda r: (r.ts, r.gateway, r.seq))
+    after.sort(key=lambda r: (r.ts, r.gateway, r.seq))
+
+    progress = progress and sys.stderr.isatty()
+    total = _count_readings(client, plantation, kinds, span) if progress else None
+    bar = Progress(progress, total)
+    stats = ExportStats(span.start_ns, span.end_ns)
+    csv_out = bag.payload("readings.csv")
+    jsonl_out = bag.payload("readings.jsonl")
+    csv_out.write(reading_csv_header(names).encode())
+    written: dict[str, int] = {}
+
+    def emit(rows: Iterable[ReadingRow]) -> None:
+        csv_lines: list[str] = []
+        json_lines: list[bytes] = []
+        find = index.find
+        add = stats.add
+        for r in rows:
+            home = find(r.gateway, r.seq)
+            if home is None:
+                summary.unbatched_readings += 1
+            else:
+                r.batch = home.batch
+                written[home.batch] = written.get(home.batch, 0) + 1
+            when = rfc3339_ns(r.ts)
+            csv_lines.append(reading_csv_line(r, names, when))
+            json_lines.append(reading_json_line(r, when))
+            add(r)
+            if len(json_lines) == 5_000:
+                csv_out.write("".join(csv_lines).encode())
+                jsonl_out.write(b"".join(json_lines))
+                bar.advance(len(json_lines))
+                csv_lines.clear()
+                json_lines.clear()
+        csv_out.write("".join(csv_lines).encode())
+        jsonl_out.write(b"".join(json_lines))
+        bar.advance(len(json_lines))
+
+    try:
+        emit(
+            _chain(
+                before, source.merged_readings(client, plantation, kinds, span, page_rows), after
+            )
+        )
+    finally:
+        bar.close()
+    # Batches still short of readings had some dated outside the period without being at its
+    # edge (a gateway clock stepped back or forward): fetch those few and append them, so
+    # every signature can be checked.
+    seen = {(r.gateway, r.seq) for r in (*before, *after)}
+    short = [b for b in chosen if b.first_seq >= 0 and written.get(b.batch, 0) < b.readings]
+    stragglers: list[ReadingRow] = []
+    for b in short[:MAX_SHORT_BATCHES]:
+        for part in (Span(wide.start_ns, span.start_ns), Span(span.end_ns, wide.end_ns)):
+            stragglers += (
+                r
+                for r in _edge_readings(
+                    client, plantation, kinds, b.gateway, b.first_seq, b.last_seq, part
+                )
+                if (r.gateway, r.seq) not in seen
+            )
+    stragglers.sort(key=lambda r: (r.ts, r.gateway, r.seq))
+    emit(stragglers)
+    if len(short) > MAX_SHORT_BATCHES:
+        summary.warnings.append(
+            f"{len(short)} batches lack readings in InfluxDB; only the first "
+            f"{MAX_SHORT_BATCHES} were searched outside the period"
+        )
+    bag.close_payload("readings.csv")
+    bag.close_payload("readings.jsonl")
+    for kind in kinds:
+        for gw, sensor, day, count in source.day_counts(client, plantation, kind, span):
+            stats.add_day_count(gw, sensor, day, count)
+        for gw, sensor, t, values in source.windows(client, plantation, kind, span, stats.bucket_s):
+            stats.add_window(gw, sensor, t, values)
+
+    gaps_out = bag.payload("gaps.csv")
+    gaps_out.write(csv_line(GAP_COLUMNS).encode())
+    for g in chosen_gaps:
+        gaps_out.write(gap_csv_line(g).encode())
+    bag.close_payload("gaps.csv")
+
+    batches_out = bag.payload("batches.jsonl")
+    per_gw: dict[str, list[int]] = {}
+    for b in sorted(chosen, key=lambda b: (b.gateway, b.first_seq, b.sent)):
+        batches_out.write(batch_json_line(b))
+        counts = per_gw.setdefault(b.gateway, [0, 0])
+        counts[0] += 1
+        if b.sig:
+            counts[1] += 1
+        else:
+            summary.unsigned_batches += 1
+    bag.close_payload("batches.jsonl")
+
+    exported_at = now().isoformat(timespec="seconds")
+    reg = dict(registry)
+    reg["calibrations"] = stats.calibration_history()
+    bag.add_payload("registry.json", orjson.dumps(reg, option=orjson.OPT_INDENT_2) + b"\n")
+    bag.add_payload("completeness.csv", stats.completeness_csv())
+    org_kid = signing.key_id(org_key.public_key())
+    seq_range = {gw: [lo, hi] for gw, (lo, hi) in bounds.items()}
+    for r in (*before, *after, *stragglers):
+        rng = seq_range.setdefault(r.gateway, [r.seq, r.seq])
+        rng[0], rng[1] = min(rng[0], r.seq), max(rng[1], r.seq)
+    batch_summary = [
+        (
+            gw,
+            *seq_range.get(gw, (-1, -1)),
+            per_gw.get(gw, [0, 0])[0],
+            per_gw.get(gw, [0, 0])[1],
+        )
+        for gw in sorted(set(per_gw) | set(seq_range))
+    ]
+    bag.add_payload(
+        "report.html",
+        render_html(plantation, stats, chosen_gaps, batch_summary, org_kid, exported_at),
+    )
+    bag.finish(
+        {
+            "Source-Organization": str(registry.get("organisation") or "farmtel operator"),
+            "Bagging-Date": exported_at[:10],
+            "External-Description": (
+                f"farmtel sensor history of plantation {plantation}; see data/report.html"
+            ),
+            "Farmtel-Format": BUNDLE_FORMAT,
+            "Farmtel-Plantation": plantation,
+            "Farmtel-Period-Start": rfc3339_ns(span.start_ns),
+            "Farmtel-Period-End": rfc3339_ns(span.end_ns),
+            "Farmtel-Exported-At": exported_at,
+            "Farmtel-Readings": str(stats.readings),
+            "Farmtel-Batches": str(len(chosen)),
+            "Farmtel-Gaps": str(len(chosen_gaps)),
+            "Farmtel-Org-Key-Id": org_kid,
+        },
+        org_key,
+    )
+    summary.readings = stats.readings
+    summary.outside_period = len(before) + len(after) + len(stragglers)
+    summary.gaps = len(chosen_gaps)
+    summary.batches = len(chosen)
+    summary.seconds = time.monotonic() - started
+    if summary.unsigned_batches:
+        summary.warnings.append(
+            f"{summary.unsigned_batches} batch(es) are not signed: verify will reject the "
+            "bundle (turn on [gateway] signing_key_file on the gateways)"
+        )
+    held = source.quarantined(client, plantation, bounds)
+    if held:
+        summary.warnings.append(
+            f"{sum(held.values())} reading(s) of these gateways were quarantined by the ingest "
+            f"(farmtel_quarantine: {', '.join(f'{g}: {n}' for g, n in sorted(held.items()))}); "
+            "they are not in the bundle, so verify will report their batches and seq numbers"
+        )
+    if summary.unbatched_readings:
+        summary.warnings.append(
+            f"{summary.unbatched_readings} reading(s) have no batch record: verify will "
+            "reject the bundle (they were stored before batch records existed?)"
+        )
+    return summary
+
+
+def _chain(
+    before: list[ReadingRow], stream: Iterator[ReadingRow], after: list[ReadingRow]
+) -> Iterator[ReadingRow]:
+    yield from before
+    yield from stream
+    yield from after

@@ -1,0 +1,342 @@
+"""Streaming reads from InfluxDB for an export: readings, gaps and batch records.
+
+Raw InfluxQL queries come back as one JSON document, so a large range is read in pages:
+``WHERE time >= $cursor ... ORDER BY time LIMIT n`` per reading kind (measurement), with
+the cursor moved to the last timestamp of a full page. Rows at that last timestamp are held
+back and read again with the next page, so no row is lost or doubled when several series
+share a timestamp. Memory stays at one page per kind whatever the period.
+
+Every user-given value is a bound parameter; measurement names come from the server and
+are quoted.
+"""
+
+import heapq
+import queue
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from certify.rows import BatchRow, GapRow, ReadingRow
+from ingest.influx import InfluxQuery, Series, quote_ident
+from ingest.mapping import BATCH_MEASUREMENT, GAP_MEASUREMENT, INTERNAL_PREFIX, WHOLE_GATEWAY
+
+TAG_KEYS = ("plantation", "field", "gateway", "sensor")
+BOOKKEEPING = frozenset({"time", "seq", "clock", "cal", *TAG_KEYS})
+PAGE_ROWS = 10_000
+"""Rows per query page: about 2.5 MB of JSON, a fraction of a second for the server. With
+one page being written and one fetched ahead per kind, this bounds an export's memory."""
+
+
+class SourceError(RuntimeError):
+    """The store holds something an export cannot represent; the message says what."""
+
+
+@dataclass(frozen=True)
+class Span:
+    """``[start_ns, end_ns)`` in ns since the epoch."""
+
+    start_ns: int
+    end_ns: int
+
+
+def reading_kinds(client: InfluxQuery) -> list[str]:
+    """Measurements that hold readings (every measurement not named ``farmtel_...``)."""
+    names: list[str] = []
+    for s in client.query("SHOW MEASUREMENTS"):
+        names.extend(str(v[0]) for v in s.values)
+    return sorted(n for n in names if not n.startswith(INTERNAL_PREFIX))
+
+
+def value_names(client: InfluxQuery, kinds: list[str]) -> list[str]:
+    """Every float field of the reading kinds: the value columns of readings.csv."""
+    names: set[str] = set()
+    for kind in kinds:
+        for s in client.query(f"SHOW FIELD KEYS FROM {quote_ident(kind)}"):
+            for name, ftype in s.values:
+                if name not in BOOKKEEPING and ftype in ("float", "integer"):
+                    names.add(str(name))
+    return sorted(names)
+
+
+def seq_bounds(
+    client: InfluxQuery, plantation: str, kinds: list[str], span: Span
+) -> dict[str, tuple[int, int]]:
+    """``gateway -> (lowest seq, highest seq)`` of the readings in ``span``."""
+    bounds: dict[str, tuple[int, int]] = {}
+    for kind in kinds:
+        for s in client.query(
+            f"SELECT min(seq), max(seq) FROM {quote_ident(kind)} WHERE plantation = $p "
+            'AND time >= $start AND time < $end GROUP BY "gateway"',
+            params={"p": plantation, "start": span.start_ns, "end": span.end_ns},
+        ):
+            gw = s.tags.get("gateway", "")
+            for row in s.values:
+                lo, hi = row[1], row[2]
+                if lo is None or hi is None:
+                    continue
+                old = bounds.get(gw)
+                bounds[gw] = (lo, hi) if old is None else (min(old[0], lo), max(old[1], hi))
+    return bounds
+
+
+def _fetch_pages(
+    client: InfluxQuery,
+    measurement: str,
+    where: str,
+    params: Mapping[str, str | int | float],
+    span: Span,
+    page_rows: int,
+) -> Iterator[tuple[list[str], list[list[Any]]]]:
+    """``(columns, rows)`` pages of every point of ``measurement`` in ``span`` that ``where``
+    keeps, in time order. The rows at a full page's last timestamp are held back and read
+    again at the start of the next page, so none is lost or doubled."""
+    cursor = span.start_ns
+    offset = 0
+    q = (
+        f"SELECT * FROM {quote_ident(measurement)} WHERE {where} AND time >= $cursor "
+        f"AND time < $end ORDER BY time ASC LIMIT {page_rows}"
+    )
+    while True:
+        bound = {**params, "cursor": cursor, "end": span.end_ns}
+        series: list[Series] = client.query(
+            q + (f" OFFSET {offset}" if offset else ""), params=bound
+        )
+        values = series[0].values if series else []
+        columns = series[0].columns if series else []
+        if len(values) < page_rows:
+            if values:
+                yield columns, values
+            return
+        last = values[-1][0]
+        if values[0][0] == last:
+            # A whole page at one timestamp: step through it with OFFSET (more series than
+            # a page at one nanosecond; rare).
+            yield columns, values
+            offset += len(values)
+            continue
+        offset = 0
+        cut = len(values) - 1
+        while values[cut][0] == last:
+            cut -= 1
+        yield columns, values[: cut + 1]
+        cursor = last
+
+
+_DONE = object()
+
+
+def _prefetched(pages: Iterator[Any], depth: int = 1) -> Iterator[Any]:
+    """Run ``pages`` in a thread, ``depth`` pages ahead: InfluxDB prepares the next page
+    (on another core) while this process writes the current one."""
+    box: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for page in pages:
+                while not stop.is_set():
+                    try:
+                        box.put(page, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            box.put(_DONE)
+        except BaseException as err:  # handed to the consumer, which raises it
+            box.put(err)
+
+    worker = threading.Thread(target=produce, name="influx-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = box.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
+def _paged(
+    client: InfluxQuery,
+    measurement: str,
+    where: str,
+    params: Mapping[str, str | int | float],
+    span: Span,
+    page_rows: int = PAGE_ROWS,
+) -> Iterator[tuple[list[str], list[Any]]]:
+    """``(columns, row)`` of every point, in time order, one or two pages in memory."""
+    for columns, rows in _prefetched(
+        _fetch_pages(client, measurement, where, params, span, page_rows)
+    ):
+        for v in rows:
+            yield columns, v
+
+
+def readings(
+    client: InfluxQuery,
+    plantation: str,
+    kind: str,
+    span: Span,
+    where_extra: str = "",
+    params_extra: Mapping[str, str | int | float] | None = None,
+    page_rows: int = PAGE_ROWS,
+) -> Iterator[ReadingRow]:
+    """The readings of one kind in ``span``, in time order (``batch`` left empty).
+
+    Raises :class:`SourceError` for a point without an integer ``seq`` (not farmtel's).
+    """
+    where = "plantation = $p" + where_extra
+    params: dict[str, str | int | float] = {"p": plantation, **(params_extra or {})}
+    pages = _prefetched(_fetch_pages(client, kind, where, params, span, page_rows))
+    for columns, rows in pages:
+        index = {c: i for i, c in enumerate(columns)}
+        # Sorted by name: a row's values dict is then in the order the files list them.
+        value_cols = sorted((c, i) for c, i in index.items() if c not in BOOKKEEPING)
+        i_seq = index.get("seq")
+        i_gw = index.get("gateway")
+        i_field = index.get("field")
+        i_sensor = index.get("sensor")
+        i_clock = index.get("clock")
+        i_cal = index.get("cal")
+        if None in (i_seq, i_gw, i_field, i_sensor, i_clock):
+            raise SourceError(
+                f"measurement {kind} lacks the seq, clock, field, gateway or sensor column; "
+                "it was not written by farmtel's ingest"
+            )
+        assert i_seq is not None and i_gw is not None and i_field is not None
+        assert i_sensor is not None and i_clock is not None
+        for v in rows:
+            seq = v[i_seq]
+            if type(seq) is not int:
+                raise SourceError(
+                    f"a {kind} point at {v[0]} ns of gateway {v[i_gw]} has no integer seq "
+                    "field; it was not written by farmtel's ingest"
+                )
+            cal = v[i_cal] if i_cal is not None else None
+            yield ReadingRow(
+                plantation,
+                v[i_field] or "",
+                v[i_gw] or "",
+                v[i_sensor] or "",
+                kind,
+                v[0],
+                v[i_clock] or "",
+                seq,
+                cal or None,
+                "",
+                {
+                    c: float(x)
+                    for c, i in value_cols
+                    if (x := v[i]) is not None and not isinstance(x, str | bool)
+                },
+            )
+
+
+def merged_readings(
+    client: InfluxQuery,
+    plantation: str,
+    kinds: list[str],
+    span: Span,
+    page_rows: int = PAGE_ROWS,
+) -> Iterator[ReadingRow]:
+    """Readings of every kind in ``span`` merged into one time-ordered stream."""
+    streams = [readings(client, plantation, k, span, page_rows=page_rows) for k in kinds]
+    if len(streams) == 1:
+        return streams[0]
+    return heapq.merge(*streams, key=lambda r: (r.ts, r.gateway, r.seq))
+
+
+def gaps(client: InfluxQuery, plantation: str, span: Span) -> Iterator[GapRow]:
+    """Gap points whose start lies in ``span``, in time order."""
+    for columns, v in _paged(client, GAP_MEASUREMENT, "plantation = $p", {"p": plantation}, span):
+        rec = dict(zip(columns, v, strict=True))
+        seq = rec.get("seq")
+        yield GapRow(
+            gateway=str(rec.get("gateway") or ""),
+            sensor=str(rec.get("sensor") or WHOLE_GATEWAY),
+            start=int(v[0]),
+            end=int(rec.get("end_ns") or v[0]),
+            reason=str(rec.get("reason") or ""),
+            seq=seq if type(seq) is int else None,
+            count=int(rec.get("count") or 0),
+            batch=str(rec.get("batch") or ""),
+            detail=str(rec.get("detail") or ""),
+        )
+
+
+def batches(client: InfluxQuery, plantation: str, span: Span) -> Iterator[BatchRow]:
+    """Batch records sent in ``span``, in time order."""
+    for columns, v in _paged(client, BATCH_MEASUREMENT, "plantation = $p", {"p": plantation}, span):
+        rec = dict(zip(columns, v, strict=True))
+        yield BatchRow(
+            batch=str(rec.get("batch") or ""),
+            gateway=str(rec.get("gateway") or ""),
+            boot=str(rec.get("boot") or ""),
+            sent=int(v[0]),
+            first_seq=int(rec.get("first_seq", -1) if rec.get("first_seq") is not None else -1),
+            last_seq=int(rec.get("last_seq", -1) if rec.get("last_seq") is not None else -1),
+            readings=int(rec.get("readings") or 0),
+            gaps=int(rec.get("gaps") or 0),
+            sig=str(rec.get("sig") or ""),
+        )
+
+
+def day_counts(
+    client: InfluxQuery, plantation: str, kind: str, span: Span
+) -> Iterator[tuple[str, str, int, int]]:
+    """``(gateway, sensor, UTC day number, readings)`` of one kind, counted by InfluxDB."""
+    for s in client.query(
+        f"SELECT count(seq) FROM {quote_ident(kind)} WHERE plantation = $p AND time >= $start "
+        'AND time < $end GROUP BY time(1d), "gateway", "sensor" fill(none)',
+        params={"p": plantation, "start": span.start_ns, "end": span.end_ns},
+    ):
+        gw, sensor = s.tags.get("gateway", ""), s.tags.get("sensor", "")
+        for t, count in s.values:
+            if count:
+                yield gw, sensor, int(t) // 86_400_000_000_000, int(count)
+
+
+def windows(
+    client: InfluxQuery, plantation: str, kind: str, span: Span, every_s: int
+) -> Iterator[tuple[str, str, int, dict[str, tuple[float, float, float]]]]:
+    """``(gateway, sensor, window start ns, {value: (mean, min, max)})`` per time window."""
+    for s in client.query(
+        f"SELECT mean(*), min(*), max(*) FROM {quote_ident(kind)} WHERE plantation = $p "
+        f'AND time >= $start AND time < $end GROUP BY time({every_s}s), "gateway", "sensor" '
+        "fill(none)",
+        params={"p": plantation, "start": span.start_ns, "end": span.end_ns},
+    ):
+        gw, sensor = s.tags.get("gateway", ""), s.tags.get("sensor", "")
+        names = [c[5:] for c in s.columns if c.startswith("mean_") and c[5:] not in BOOKKEEPING]
+        idx = {c: i for i, c in enumerate(s.columns)}
+        for v in s.values:
+            stats = {}
+            for n in names:
+                mean, lo, hi = v[idx[f"mean_{n}"]], v[idx[f"min_{n}"]], v[idx[f"max_{n}"]]
+                if mean is not None and lo is not None and hi is not None:
+                    stats[n] = (float(mean), float(lo), float(hi))
+            if stats:
+                yield gw, sensor, int(v[0]), stats
+
+
+def quarantined(
+    client: InfluxQuery, plantation: str, bounds: Mapping[str, tuple[int, int]]
+) -> dict[str, int]:
+    """``gateway -> readings quarantined`` (measurement ``farmtel_quarantine``) with a seq in
+    the gateway's exported range. Their time is wrong by definition, so no time bound."""
+    counts: dict[str, int] = {}
+    for gw, (lo, hi) in sorted(bounds.items()):
+        for s in client.query(
+            "SELECT count(seq) FROM farmtel_quarantine WHERE plantation = $p AND gateway = $g "
+            "AND seq >= $lo AND seq <= $hi",
+            params={"p": plantation, "g": gw, "lo": lo, "hi": hi},
+        ):
+            for row in s.values:
+                if row[1]:
+                    counts[gw] = counts.get(gw, 0) + int(row[1])
+    return counts

@@ -1,0 +1,381 @@
+"""``farmtel verify``: check a bundle with nothing but the bundle and the organisation's key.
+
+Checks, in order:
+
+1. the bag: structure, every checksum, no unlisted file, Payload-Oxum (certify.bag);
+2. the organisation's seal over the manifests, with the pinned key (``--pubkey``) or, with a
+   loud note, the key inside the bundle;
+3. readings.csv says the same as readings.jsonl, row for row;
+4. every batch signature, against the gateway's keys in registry.json, over the canonical
+   message (contract/signing.py) rebuilt from the batch's readings (its gateway and seq
+   range) and its declared gaps; a reading outside every signed batch is a failure;
+5. sequence continuity per gateway: every seq between a gateway's first and last exported
+   reading is either a reading or skipped by a declared gap (``seq``/``count``), and no seq
+   appears twice.
+
+Readings stream through in one pass; memory holds the batch records, the gaps, the
+readings of batches not yet complete, and per gateway a list of seq ranges.
+"""
+
+import bisect
+import csv
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import cast
+
+import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from certify.bag import BundleSource, check_bag, iter_lines
+from certify.devices import gateway_keys
+from certify.rows import (
+    GAP_COLUMNS,
+    READING_FIXED_COLUMNS,
+    BatchRow,
+    GapRow,
+    ReadingRow,
+    RowError,
+    csv_cells,
+    csv_line,
+    parse_batch_json,
+    parse_gap_cells,
+    parse_reading_json,
+    reading_csv_line,
+)
+from contract import signing
+from ingest.mapping import WHOLE_GATEWAY
+
+REQUIRED = (
+    "data/readings.csv",
+    "data/readings.jsonl",
+    "data/gaps.csv",
+    "data/batches.jsonl",
+    "data/registry.json",
+    "data/completeness.csv",
+    "data/report.html",
+)
+MAX_LISTED = 50
+"""Failures of one kind listed by name before the rest are only counted."""
+
+
+@dataclass
+class Verdict:
+    failures: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    readings: int = 0
+    batches: int = 0
+    batches_verified: int = 0
+    gaps: int = 0
+    _suppressed: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and not self._suppressed
+
+    def fail(self, text: str) -> None:
+        if len(self.failures) < MAX_LISTED * 4:
+            self.failures.append(text)
+        else:
+            self._suppressed += 1
+
+    def render(self) -> str:
+        """The plain verdict: one line, then the failures and notes."""
+        lines = []
+        if self.ok:
+            lines.append(
+                f"VERDICT: VALID. {self.readings} readings in {self.batches} batches, every "
+                f"batch signature checks ({self.batches_verified}), {self.gaps} declared gaps "
+                "cover every hole in the sequence numbers."
+            )
+        else:
+            n = len(self.failures) + self._suppressed
+            lines.append(f"VERDICT: NOT VALID. {n} failure(s):")
+            lines.extend(f"  FAIL {f}" for f in self.failures)
+            if self._suppressed:
+                lines.append(f"  ... and {self._suppressed} more failure(s)")
+        lines.extend(f"  NOTE {n}" for n in self.notes)
+        return "\n".join(lines) + "\n"
+
+
+class _SeqSet:
+    """A gateway's seq numbers as sorted, disjoint, inclusive ranges."""
+
+    def __init__(self) -> None:
+        self.lo: list[int] = []
+        self.hi: list[int] = []
+
+    def add(self, seq: int) -> bool:
+        """Add ``seq``; False when it was there already."""
+        lo, hi = self.lo, self.hi
+        if hi and seq == hi[-1] + 1:
+            hi[-1] = seq
+            return True
+        i = bisect.bisect_right(lo, seq) - 1
+        if i >= 0 and seq <= hi[i]:
+            return False
+        if i >= 0 and seq == hi[i] + 1:
+            hi[i] = seq
+            if i + 1 < len(lo) and lo[i + 1] == seq + 1:
+                hi[i] = hi[i + 1]
+                del lo[i + 1], hi[i + 1]
+            return True
+        if i + 1 < len(lo) and lo[i + 1] == seq + 1:
+            lo[i + 1] = seq
+            return True
+        lo.insert(i + 1, seq)
+        hi.insert(i + 1, seq)
+        return True
+
+    def holes(self) -> Iterator[tuple[int, int]]:
+        """``(first, last)`` missing seq between the lowest and the highest."""
+        for i in range(1, len(self.lo)):
+            yield self.hi[i - 1] + 1, self.lo[i] - 1
+
+
+@dataclass
+class _OpenBatch:
+    row: BatchRow
+    readings: list[ReadingRow] = field(default_factory=list)
+    done: bool = False
+
+
+def verify_bundle(src: BundleSource, pinned: Ed25519PublicKey | None = None) -> Verdict:
+    """Check everything in a bundle; the verdict lists every failure found.
+
+    Never raises for bad bundle content: whatever is wrong becomes a failure.
+    """
+    verdict = Verdict()
+    try:
+        bag = check_bag(src, pinned)
+    except OSError as err:
+        verdict.fail(f"the bundle cannot be read: {err}")
+        return verdict
+    for f in bag.failures:
+        verdict.fail(f)
+    verdict.notes.extend(bag.notes)
+    present = set(src.names())
+    missing = [n for n in REQUIRED if n not in present]
+    for n in missing:
+        verdict.fail(f"{n} is missing")
+    if missing:
+        return verdict
+    plantation = bag.info.get("Farmtel-Plantation", "")
+    if not plantation:
+        verdict.fail("bag-info.txt has no Farmtel-Plantation")
+    try:
+        _check_content(src, plantation, verdict)
+    except Exception as err:  # any surprise in hostile input is a failure, not a crash
+        verdict.fail(f"the bundle could not be read through: {type(err).__name__}: {err}")
+    return verdict
+
+
+def _load_registry(src: BundleSource, verdict: Verdict) -> dict[str, dict[str, Ed25519PublicKey]]:
+    try:
+        registry = orjson.loads(src.read("data/registry.json"))
+    except orjson.JSONDecodeError as err:
+        verdict.fail(f"data/registry.json is not JSON ({err})")
+        return {}
+    problems: list[str] = []
+    keys = gateway_keys(registry, problems)
+    for p in problems:
+        verdict.fail(f"data/registry.json: {p}")
+    return keys
+
+
+def _load_batches(src: BundleSource, verdict: Verdict) -> dict[str, _OpenBatch]:
+    batches: dict[str, _OpenBatch] = {}
+    for n, line in enumerate(iter_lines(src, "data/batches.jsonl"), 1):
+        if not line:
+            continue
+        try:
+            b = parse_batch_json(line)
+        except RowError as err:
+            verdict.fail(f"data/batches.jsonl line {n}: {err}")
+            continue
+        if b.batch in batches:
+            verdict.fail(f"data/batches.jsonl line {n}: batch {b.batch} is listed twice")
+            continue
+        batches[b.batch] = _OpenBatch(b)
+    return batches
+
+
+def _load_gaps(src: BundleSource, verdict: Verdict) -> list[GapRow]:
+    text = src.read("data/gaps.csv").decode("utf-8", errors="strict")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, None)
+    if header != list(GAP_COLUMNS):
+        verdict.fail(f"data/gaps.csv header is {header}, not {list(GAP_COLUMNS)}")
+        return []
+    gaps = []
+    for n, cells in enumerate(reader, 2):
+        try:
+            gaps.append(parse_gap_cells(cells))
+        except RowError as err:
+            verdict.fail(f"data/gaps.csv line {n}: {err}")
+    if text != csv_line(GAP_COLUMNS) + "".join(csv_line(csv_cells(g)) for g in gaps):
+        verdict.fail("data/gaps.csv is not in its canonical form (extra text or quoting)")
+    return gaps
+
+
+def _check_batch(
+    ob: _OpenBatch,
+    plantation: str,
+    keys: dict[str, dict[str, Ed25519PublicKey]],
+    gaps_by_batch: dict[str, list[GapRow]],
+    verdict: Verdict,
+) -> None:
+    ob.done = True
+    b = ob.row
+    gaps = gaps_by_batch.get(b.batch, [])
+    where = f"batch {b.batch} (gateway {b.gateway}, seq {b.first_seq}..{b.last_seq})"
+    if len(ob.readings) != b.readings or len(gaps) != b.gaps:
+        verdict.fail(
+            f"{where}: the bundle holds {len(ob.readings)} readings and {len(gaps)} gaps of it, "
+            f"the record says {b.readings} and {b.gaps}"
+        )
+    message = signing.canonical_message(
+        plantation,
+        b.gateway,
+        b.batch,
+        # A ReadingRow has every attribute canonical_message reads (seq, sensor, field, kind,
+        # ts, clock, cal, values); a frozen SignedReading per row cost 4x as much to build.
+        cast("list[signing.SignedReading]", ob.readings),
+        (
+            signing.SignedGap(
+                None if g.sensor == WHOLE_GATEWAY else g.sensor,
+                g.start,
+                g.end,
+                g.reason,
+                g.seq,
+                g.count,
+            )
+            for g in gaps
+        ),
+    )
+    try:
+        signing.verify(keys.get(b.gateway, {}), b.sig or None, message)
+        verdict.batches_verified += 1
+    except signing.SignatureError as err:
+        verdict.fail(f"{where}: {err}")
+    ob.readings = []
+
+
+def _check_content(src: BundleSource, plantation: str, verdict: Verdict) -> None:
+    keys = _load_registry(src, verdict)
+    batches = _load_batches(src, verdict)
+    gaps = _load_gaps(src, verdict)
+    verdict.batches = len(batches)
+    verdict.gaps = len(gaps)
+    gaps_by_batch: dict[str, list[GapRow]] = {}
+    for g in gaps:
+        ob = batches.get(g.batch)
+        if ob is None:
+            verdict.fail(
+                f"gap of {g.gateway}/{g.sensor} at {g.start} names batch {g.batch}, "
+                "which is not in data/batches.jsonl"
+            )
+        elif ob.row.gateway != g.gateway:
+            verdict.fail(
+                f"gap of {g.gateway} at {g.start} names batch {g.batch} of gateway {ob.row.gateway}"
+            )
+        gaps_by_batch.setdefault(g.batch, []).append(g)
+
+    seqs: dict[str, _SeqSet] = {}
+    csv_lines = iter_lines(src, "data/readings.csv")
+    header = next(csv_lines, b"").decode("utf-8", errors="replace").rstrip("\r").split(",")
+    fixed = list(READING_FIXED_COLUMNS)
+    if header[: len(fixed)] != fixed:
+        verdict.fail(f"data/readings.csv header starts {header[: len(fixed)]}, not {fixed}")
+    value_names = header[len(fixed) :]
+    if value_names != sorted(set(value_names)):
+        verdict.fail("data/readings.csv value columns are not sorted and distinct")
+    csv_done = False
+    listed = 0
+    n = 0
+    for n, line in enumerate(iter_lines(src, "data/readings.jsonl"), 1):
+        csv_text = next(csv_lines, None)
+        try:
+            r, when = parse_reading_json(line)
+        except RowError as err:
+            verdict.fail(f"data/readings.jsonl line {n}: {err}")
+            continue
+        verdict.readings += 1
+        if csv_text is None:
+            if not csv_done:
+                verdict.fail(f"data/readings.csv ends before line {n} of data/readings.jsonl")
+                csv_done = True
+        elif (csv_text + b"\n").decode("utf-8", errors="replace") != reading_csv_line(
+            r, value_names, when
+        ):
+            if listed < MAX_LISTED:
+                verdict.fail(
+                    f"data/readings.csv line {n + 1} differs from data/readings.jsonl line {n}"
+                )
+            listed += 1
+        if r.plantation != plantation:
+            verdict.fail(
+                f"data/readings.jsonl line {n}: plantation {r.plantation}, the bundle "
+                f"is for {plantation}"
+            )
+        s = seqs.get(r.gateway)
+        if s is None:
+            s = seqs[r.gateway] = _SeqSet()
+        if not s.add(r.seq):
+            verdict.fail(
+                f"data/readings.jsonl line {n}: gateway {r.gateway} seq {r.seq} appears twice"
+            )
+        ob = batches.get(r.batch)
+        if ob is None or ob.done:
+            verdict.fail(
+                f"data/readings.jsonl line {n}: reading {r.gateway} seq {r.seq} is in no "
+                f"signed batch of the bundle (batch {r.batch!r})"
+            )
+            continue
+        b = ob.row
+        if b.gateway != r.gateway or not b.first_seq <= r.seq <= b.last_seq:
+            verdict.fail(
+                f"data/readings.jsonl line {n}: reading {r.gateway} seq {r.seq} is outside "
+                f"batch {b.batch} ({b.gateway} seq {b.first_seq}..{b.last_seq})"
+            )
+            continue
+        ob.readings.append(r)
+        if len(ob.readings) == b.readings:
+            _check_batch(ob, plantation, keys, gaps_by_batch, verdict)
+    if listed > MAX_LISTED:
+        verdict.fail(f"... {listed - MAX_LISTED} more readings.csv lines differ")
+    extra = sum(1 for rest in csv_lines if rest)
+    if extra:
+        verdict.fail(f"data/readings.csv has {extra} line(s) more than data/readings.jsonl")
+    for ob in batches.values():
+        if not ob.done:
+            _check_batch(ob, plantation, keys, gaps_by_batch, verdict)
+    _check_continuity(seqs, gaps, verdict)
+
+
+def _check_continuity(seqs: dict[str, _SeqSet], gaps: list[GapRow], verdict: Verdict) -> None:
+    declared: dict[str, list[tuple[int, int]]] = {}
+    for g in gaps:
+        if g.seq is not None and g.count > 0:
+            declared.setdefault(g.gateway, []).append((g.seq, g.seq + g.count - 1))
+    for gw, s in sorted(seqs.items()):
+        merged = _merge(declared.get(gw, []))
+        starts = [lo for lo, _ in merged]
+        for first, last in s.holes():
+            i = bisect.bisect_right(starts, first) - 1
+            if i < 0 or merged[i][1] < last:
+                verdict.fail(
+                    f"gateway {gw}: seq {first}..{last} ({last - first + 1} reading(s)) are "
+                    "missing and no declared gap accounts for them"
+                )
+
+
+def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted, merged inclusive ranges (touching ranges join)."""
+    out: list[tuple[int, int]] = []
+    for lo, hi in sorted(ranges):
+        if out and lo <= out[-1][1] + 1:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return out
