@@ -1,0 +1,432 @@
+"""CLI commands for running farmtel for real: ``status``, ``alerts list``, ``query summary``
+and ``query gaps``. cli.py registers them with :func:`register`; the logic lives in
+:mod:`ingest.status`, :mod:`ingest.reports` and :mod:`ingest.charts`.
+
+Exit codes as in cli.py (0 ok, 1 runtime failure, 2 bad input), plus 3 from ``status``:
+something needs attention.
+"""
+
+from __future__ import annotations
+
+import time
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, NoReturn
+
+import typer
+
+from contract.settings import ConfigError
+
+if TYPE_CHECKING:
+    from ingest.influx import InfluxQuery
+    from ingest.queries import TimeRange
+
+NEEDS_ATTENTION = 3
+
+
+class TableFormat(StrEnum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+class StatusFormat(StrEnum):
+    table = "table"
+    json = "json"
+
+
+class AlertState(StrEnum):
+    firing = "firing"
+    resolved = "resolved"
+    all = "all"
+
+
+alerts_app = typer.Typer(help="Threshold alerts raised by the ingest.", no_args_is_help=True)
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+Config = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", "-c", help="An ingest.toml to take the settings from.", show_default=False
+    ),
+]
+Url = Annotated[
+    str | None,
+    typer.Option(
+        help="InfluxDB URL (default: from --config, else http://127.0.0.1:8086).",
+        show_default=False,
+    ),
+]
+Database = Annotated[
+    str | None,
+    typer.Option(
+        help="InfluxDB database (v1) (default: from --config, else farmtel).", show_default=False
+    ),
+]
+Plantation = Annotated[str, typer.Option(help="Plantation id, e.g. hlj-001.", show_default=False)]
+Since = Annotated[
+    str | None,
+    typer.Option(help="How far back from now: 90s, 15m, 24h, 7d, 4w.", show_default=False),
+]
+Start = Annotated[
+    str | None,
+    typer.Option(
+        "--from", help="Start, ISO 8601 (local time unless an offset is given).", show_default=False
+    ),
+]
+End = Annotated[
+    str | None, typer.Option("--to", help="End, ISO 8601 (default: now).", show_default=False)
+]
+Utc = Annotated[bool, typer.Option("--utc", help="Show times in UTC instead of local time.")]
+
+
+def _span(
+    since: str | None, start: str | None, end: str | None, default: str | None = None
+) -> TimeRange:
+    from ingest import queries
+
+    try:
+        if since is None and start is None and default is not None:
+            since = default
+        return queries.time_range(since, start, end)
+    except queries.QueryInputError as err:
+        _fail(str(err), 2)
+
+
+def _client(config: Path | None, url: str | None, database: str | None) -> InfluxQuery:
+    from cli import _query_client
+
+    client: InfluxQuery = _query_client(config, url, database)
+    return client
+
+
+def _when(ns: int | None, utc: bool) -> str:
+    from cli import _when as when
+
+    return when(ns, utc) if ns else "-"
+
+
+# -- query summary / gaps ----------------------------------------------------------------------
+
+
+def query_summary(
+    plantation: Plantation,
+    sensor: Annotated[
+        str | None, typer.Option(help="Only this sensor id.", show_default=False)
+    ] = None,
+    field: Annotated[
+        str | None,
+        typer.Option("--field", help="Only this value, e.g. moisture_pct.", show_default=False),
+    ] = None,
+    since: Since = None,
+    start: Start = None,
+    end: End = None,
+    config: Config = None,
+    url: Url = None,
+    database: Database = None,
+    fmt: Annotated[TableFormat, typer.Option("--format", "-f", help="Output format.")] = (
+        TableFormat.table
+    ),
+    utc: Utc = False,
+) -> None:
+    """count/min/mean/max of every value of every sensor over the range (default: 24h)."""
+    from ingest import reports
+    from ingest.influx import InfluxError
+    from ingest.tabular import render
+
+    span = _span(since, start, end, default="24h")
+    client = _client(config, url, database)
+    try:
+        rows = reports.summary(client, plantation, span, sensor=sensor, value=field)
+    except ValueError as err:
+        _fail(str(err), 2)
+    except InfluxError as err:
+        _fail(str(err))
+    if not rows:
+        typer.echo(
+            f"no readings for plantation {plantation} between {_when(span.start_ns, utc)} and "
+            f"{_when(span.end_ns, utc)}",
+            err=True,
+        )
+        raise typer.Exit(0)
+    cols = ["gateway", "sensor", "kind", "value", "count", "min", "mean", "max"]
+    out = [
+        [r.gateway, r.sensor, r.measurement, r.value, r.count, r.min, r.mean, r.max] for r in rows
+    ]
+    typer.echo(render(cols, out, fmt.value), nl=False)
+
+
+def query_gaps(
+    plantation: Plantation,
+    gateway: Annotated[
+        str | None, typer.Option(help="Only this gateway id.", show_default=False)
+    ] = None,
+    sensor: Annotated[
+        str | None,
+        typer.Option(help="Only this sensor id ('*' is a whole-gateway gap).", show_default=False),
+    ] = None,
+    since: Since = None,
+    start: Start = None,
+    end: End = None,
+    config: Config = None,
+    url: Url = None,
+    database: Database = None,
+    fmt: Annotated[TableFormat, typer.Option("--format", "-f", help="Output format.")] = (
+        TableFormat.table
+    ),
+    utc: Utc = False,
+) -> None:
+    """Declared gaps (no data, and why) that start within the range (default: 7d)."""
+    from ingest import reports
+    from ingest.influx import InfluxError
+    from ingest.tabular import render
+
+    span = _span(since, start, end, default="7d")
+    client = _client(config, url, database)
+    try:
+        rows = reports.gaps(
+            client, plantation, span, gateway=gateway, sensor=None if sensor == "*" else sensor
+        )
+    except ValueError as err:
+        _fail(str(err), 2)
+    except InfluxError as err:
+        _fail(str(err))
+    if sensor == "*":
+        rows = [r for r in rows if r.sensor == "*"]
+    if not rows:
+        typer.echo(f"no gaps recorded for plantation {plantation} in that range", err=True)
+        raise typer.Exit(0)
+    cols = ["start", "end", "duration_s", "gateway", "sensor", "reason", "detail"]
+    out = [
+        [_when(r.start_ns, utc), _when(r.end_ns, utc), r.duration_s, r.gateway, r.sensor,
+         r.reason, r.detail]
+        for r in rows
+    ]  # fmt: skip
+    typer.echo(render(cols, out, fmt.value), nl=False)
+
+
+# -- alerts ------------------------------------------------------------------------------------
+
+
+@alerts_app.command("list")
+def alerts_list(
+    plantation: Annotated[
+        str | None,
+        typer.Option(help="Only this plantation (default: all).", show_default=False),
+    ] = None,
+    since: Annotated[str, typer.Option(help="How far back from now: 90s, 15m, 24h, 7d.")] = "24h",
+    state: Annotated[AlertState, typer.Option(help="Which transitions to show.")] = AlertState.all,
+    config: Config = None,
+    url: Url = None,
+    database: Database = None,
+    fmt: Annotated[TableFormat, typer.Option("--format", "-f", help="Output format.")] = (
+        TableFormat.table
+    ),
+    utc: Utc = False,
+) -> None:
+    """Recent alert transitions (firing, resolved) recorded by the ingest, newest first."""
+    from ingest import reports
+    from ingest.influx import InfluxError
+    from ingest.tabular import render
+
+    span = _span(since, None, None)
+    client = _client(config, url, database)
+    try:
+        rows = reports.alerts(
+            client, plantation, span, None if state is AlertState.all else state.value
+        )
+    except ValueError as err:
+        _fail(str(err), 2)
+    except InfluxError as err:
+        _fail(str(err))
+    if not rows:
+        typer.echo(f"no alerts in the last {since}", err=True)
+        raise typer.Exit(0)
+    cols = ["time", "state", "severity", "rule", "plantation", "gateway", "sensor", "value",
+            "condition", "since"]  # fmt: skip
+    out = [
+        [
+            _when(r.time_ns, utc),
+            r.state,
+            r.severity,
+            r.rule,
+            r.plantation,
+            r.gateway,
+            r.sensor,
+            r.value,
+            f"{r.value_name} {r.op} {r.threshold:g}" if r.threshold is not None else r.value_name,
+            _when(r.since_ns, utc),
+        ]
+        for r in rows
+    ]
+    typer.echo(render(cols, out, fmt.value), nl=False)
+
+
+# -- status ------------------------------------------------------------------------------------
+
+
+def status(
+    plantation: Annotated[
+        str | None,
+        typer.Option(help="Only this plantation's gateways (default: all).", show_default=False),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="An ingest.toml for the [mqtt] and [influxdb] settings (FARMTEL_ env applies).",
+            show_default=False,
+        ),
+    ] = None,
+    broker: Annotated[
+        str | None,
+        typer.Option(
+            help="MQTT broker host:port, instead of [mqtt] host and port.", show_default=False
+        ),
+    ] = None,
+    url: Url = None,
+    database: Database = None,
+    use_influx: Annotated[
+        bool,
+        typer.Option(
+            "--influx/--no-influx",
+            help="Also read farmtel_agent/farmtel_ingest points from InfluxDB.",
+        ),
+    ] = True,
+    wait: Annotated[
+        float,
+        typer.Option(min=0.1, max=60, help="Seconds to wait for retained status messages."),
+    ] = 2.0,
+    max_backlog_age: Annotated[
+        float,
+        typer.Option(min=0, help="Seconds the oldest unsent reading may wait before attention."),
+    ] = 900.0,
+    stale_after: Annotated[
+        float, typer.Option(min=1, help="Seconds after which an online status counts as stale.")
+    ] = 300.0,
+    allow_unsynced_clock: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unsynced-clock", help="Do not count a clock other than synced as a problem."
+        ),
+    ] = False,
+    fmt: Annotated[StatusFormat, typer.Option("--format", "-f", help="Output format.")] = (
+        StatusFormat.table
+    ),
+    utc: Utc = False,
+) -> None:
+    """Every gateway: online/offline, last seen, outbox backlog, clock, failing sensors.
+
+    Exit code 0 when all is well, 3 when something needs attention (offline, stale status,
+    old backlog, clock not synced, failing sensor, no gateway found), 1 when the broker
+    cannot be asked, 2 for bad options.
+    """
+    import orjson
+
+    from contract.settings import MqttSettings
+    from ingest.config import load_ingest_config, parse_ingest_config
+    from ingest.influx import InfluxError, InfluxQuery
+    from ingest.status import (
+        StatusUnavailable,
+        Thresholds,
+        agent_points,
+        collect_retained,
+        combine,
+        ingest_points,
+        status_filter,
+    )
+    from ingest.tabular import render
+
+    try:
+        status_filter(plantation)
+    except ValueError as err:
+        _fail(str(err), 2)
+    try:
+        cfg = load_ingest_config(config) if config else parse_ingest_config({}, "environment")
+    except ConfigError as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(2) from None
+    mqtt_settings: MqttSettings = cfg.mqtt
+    if broker is not None:
+        host, sep, port = broker.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            _fail(f"--broker {broker!r} must look like host:port, e.g. 127.0.0.1:1883", 2)
+        mqtt_settings = mqtt_settings.model_copy(update={"host": host, "port": int(port)})
+    limits = Thresholds(
+        max_backlog_age_s=max_backlog_age,
+        stale_after_s=stale_after,
+        require_synced_clock=not allow_unsynced_clock,
+    )
+    try:
+        retained = collect_retained(mqtt_settings, plantation, wait_s=wait)
+    except (StatusUnavailable, ConfigError) as err:
+        _fail(str(err))
+    from_influx = {}
+    ingests = []
+    if use_influx:
+        influx = cfg.influxdb
+        update = {k: v for k, v in (("url", url), ("database", database)) if v}
+        try:
+            client = InfluxQuery(influx.model_copy(update=update) if update else influx)
+            from_influx = agent_points(client, plantation)
+            ingests = ingest_points(client)
+        except (InfluxError, ValueError, ConfigError) as err:
+            typer.echo(f"warning: InfluxDB not consulted: {err}", err=True)
+    now = time.time_ns()
+    rows = combine(retained, from_influx, now, limits)
+    attention = any(r.problems for r in rows) or not rows
+    if fmt is StatusFormat.json:
+        doc = {
+            "attention": attention,
+            "gateways": [r.as_dict() for r in rows],
+            "ingests": [i.__dict__ for i in ingests],
+        }
+        typer.echo(orjson.dumps(doc).decode())
+    else:
+        cols = ["plantation", "gateway", "state", "last_seen", "outbox", "oldest_s", "inflight",
+                "clock", "failing", "attention"]  # fmt: skip
+        out = [
+            [
+                r.plantation,
+                r.gateway,
+                r.state,
+                _when(r.last_seen_ns, utc),
+                r.outbox_readings,
+                None if r.outbox_oldest_age_s is None else round(r.outbox_oldest_age_s),
+                r.inflight_batches,
+                r.clock or "-",
+                ",".join(r.failing_sensors) or "-",
+                "; ".join(r.problems) or "ok",
+            ]
+            for r in rows
+        ]
+        if out:
+            typer.echo(render(cols, out, "table"), nl=False)
+        for i in ingests:
+            age = (now - i.last_seen_ns) / 1e9
+            typer.echo(
+                f"ingest {i.client_id} on {i.host}: last report {age:.0f} s ago, "
+                f"{int(i.fields.get('readings_stored', 0))} readings stored, "
+                f"{int(i.fields.get('inbox', 0))} in its inbox"
+            )
+    if not rows:
+        where = f"plantation {plantation}" if plantation else "any plantation"
+        typer.echo(
+            f"no gateway status found for {where} on {mqtt_settings.host}:{mqtt_settings.port}",
+            err=True,
+        )
+    raise typer.Exit(NEEDS_ATTENTION if attention else 0)
+
+
+def register(app: typer.Typer, query_app: typer.Typer) -> None:
+    """Add ``status``, ``alerts`` and ``query summary``/``gaps`` to the farmtel CLI."""
+    app.command("status")(status)
+    app.add_typer(alerts_app, name="alerts")
+    query_app.command("summary")(query_summary)
+    query_app.command("gaps")(query_gaps)

@@ -1,0 +1,318 @@
+"""``farmtel status``: is every gateway well? Built from the retained status messages.
+
+Each agent publishes a retained JSON status on ``farmtel/v1/{plantation}/{gateway}/status``
+(agent/service.py ``status_payload``) and the broker keeps the last one, or the Last Will
+``{"state": "offline"}`` when the connection dropped. Subscribing briefly gets the newest
+status of every gateway at once. InfluxDB adds what the broker cannot: the ``farmtel_agent``
+points of gateways whose retained message is gone, and the ``farmtel_ingest`` points that
+say whether the ingest processes are alive (see ingest/selfmetrics.py).
+
+A gateway *needs attention* when it is offline, its status is stale, its outbox holds
+readings older than a threshold, its clock is not synced, or a sensor is failing or silent.
+The CLI turns that into a non-zero exit code for cron and monitoring.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import orjson
+import paho.mqtt.client as mqtt
+
+from contract.ids import check_ident
+from contract.mqtt import connect_properties, make_client, reason_text
+from contract.settings import MqttSettings
+from contract.topics import TOPIC_ROOT, parse_topic
+from ingest.influx import InfluxQuery, InfluxQueryError, Series
+
+AGENT_MEASUREMENT = "farmtel_agent"
+INGEST_MEASUREMENT = "farmtel_ingest"
+FAILING_SENSOR_STATES = ("failing", "silent")
+
+
+class StatusUnavailable(ConnectionError):
+    """The broker could not be asked; the message names host, port and what to check."""
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """When a gateway needs attention. Seconds unless said otherwise."""
+
+    max_backlog_age_s: float = 900.0
+    """Oldest unsent reading older than this."""
+    stale_after_s: float = 300.0
+    """An "online" status older than this (the agent publishes every 30 s by default)."""
+    require_synced_clock: bool = True
+    """A clock other than ``synced`` needs attention."""
+
+
+@dataclass
+class GatewayStatus:
+    plantation: str
+    gateway: str
+    state: str
+    """online, offline, stale or unknown (known to InfluxDB only)."""
+    last_seen_ns: int | None = None
+    clock: str = ""
+    outbox_readings: int | None = None
+    outbox_oldest_age_s: float | None = None
+    inflight_batches: int | None = None
+    failing_sensors: list[str] = field(default_factory=list)
+    source: str = "broker"
+    problems: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class IngestStatus:
+    client_id: str
+    host: str
+    last_seen_ns: int
+    fields: dict[str, float]
+
+
+def status_filter(plantation: str | None) -> str:
+    if plantation is not None:
+        check_ident(plantation, "--plantation")
+    return f"{TOPIC_ROOT}/{plantation or '+'}/+/status"
+
+
+def collect_retained(
+    settings: MqttSettings, plantation: str | None, wait_s: float = 2.0, quiet_s: float = 0.3
+) -> dict[tuple[str, str], bytes]:
+    """The retained status payload of every gateway (of ``plantation``), by (plantation, gateway).
+
+    Retained messages arrive right after the subscription is granted; we stop once none came
+    for ``quiet_s`` after that, or after ``wait_s`` in all. Raises :class:`StatusUnavailable`
+    when the broker cannot be reached or refuses us within ``wait_s`` (+ a connect timeout).
+    """
+    topic = status_filter(plantation)
+    got: dict[tuple[str, str], bytes] = {}
+    lock = threading.Lock()
+    subscribed = threading.Event()
+    failed: list[str] = []
+    last_message = [time.monotonic()]
+    client = make_client(settings, f"farmtel-status-{time.time_ns() % 10**12}")
+
+    def on_connect(c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any = None) -> None:
+        if rc.is_failure:
+            failed.append(f"the broker refused the connection: {reason_text(rc)}")
+            subscribed.set()
+            return
+        c.subscribe(topic, qos=0)
+
+    def on_subscribe(_c: mqtt.Client, _u: Any, _mid: int, rcs: Any, _p: Any = None) -> None:
+        if any(r.is_failure for r in rcs):
+            failed.append(f"the broker refused the subscription to {topic}: {reason_text(rcs[0])}")
+        last_message[0] = time.monotonic()
+        subscribed.set()
+
+    def on_message(_c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            parts = parse_topic(msg.topic)
+        except ValueError:
+            return
+        with lock:
+            if msg.payload:  # an empty retained message clears a status
+                got[(parts.plantation, parts.gateway)] = bytes(msg.payload)
+            last_message[0] = time.monotonic()
+
+    client.on_connect = on_connect
+    client.on_subscribe = on_subscribe
+    client.on_message = on_message
+    try:
+        client.connect(
+            settings.host,
+            settings.port,
+            keepalive=settings.keepalive,
+            clean_start=True,
+            properties=connect_properties(),
+        )
+    except OSError as err:
+        raise StatusUnavailable(
+            f"MQTT broker {settings.host}:{settings.port} cannot be reached ({err}); check "
+            "--broker or [mqtt] host/port in --config"
+        ) from None
+    client.loop_start()
+    try:
+        if not subscribed.wait(wait_s + 5):
+            raise StatusUnavailable(
+                f"MQTT broker {settings.host}:{settings.port} did not answer within "
+                f"{wait_s + 5:g} s"
+            )
+        if failed:
+            raise StatusUnavailable(f"MQTT broker {settings.host}:{settings.port}: {failed[0]}")
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            with lock:
+                if time.monotonic() - last_message[0] >= quiet_s:
+                    break
+            time.sleep(0.05)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    with lock:
+        return dict(got)
+
+
+def _num(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def assess(
+    plantation: str, gateway: str, payload: bytes, now_ns: int, limits: Thresholds
+) -> GatewayStatus:
+    """One gateway's status from its retained payload, with what needs attention."""
+    row = GatewayStatus(plantation, gateway, state="unknown")
+    try:
+        raw = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        raw = None
+    if not isinstance(raw, dict):
+        row.problems.append("status message is not a JSON object")
+        return row
+    row.state = str(raw.get("state") or "unknown")
+    ts = raw.get("ts")
+    row.last_seen_ns = int(ts) if isinstance(ts, int) and not isinstance(ts, bool) else None
+    row.clock = str(raw.get("clock") or "")
+    outbox = raw.get("outbox") if isinstance(raw.get("outbox"), dict) else {}
+    assert isinstance(outbox, dict)
+    readings = _num(outbox.get("readings"))
+    row.outbox_readings = int(readings) if readings is not None else None
+    row.outbox_oldest_age_s = _num(outbox.get("oldest_age_s"))
+    inflight = _num(outbox.get("inflight_batches"))
+    row.inflight_batches = int(inflight) if inflight is not None else None
+    sensors = raw.get("sensors") if isinstance(raw.get("sensors"), dict) else {}
+    assert isinstance(sensors, dict)
+    row.failing_sensors = sorted(
+        sid
+        for sid, health in sensors.items()
+        if isinstance(health, dict) and health.get("state") in FAILING_SENSOR_STATES
+    )
+    judge(row, now_ns, limits)
+    return row
+
+
+def judge(row: GatewayStatus, now_ns: int, limits: Thresholds) -> None:
+    """Fill ``row.problems`` (and mark a stale "online" as ``stale``)."""
+    if row.state == "online" and row.last_seen_ns is not None:
+        age_s = (now_ns - row.last_seen_ns) / 1e9
+        if age_s > limits.stale_after_s:
+            row.state = "stale"
+            row.problems.append(
+                f"last status {age_s:.0f} s ago (more than --stale-after {limits.stale_after_s:g})"
+            )
+    if row.state == "offline":
+        row.problems.append("offline")
+    elif row.state == "unknown":
+        row.problems.append("no status on the broker")
+    # What a status says about the outbox is only true as of that status.
+    if row.state in ("online", "stale"):
+        # The age grew since the status was sent.
+        oldest = row.outbox_oldest_age_s
+        if oldest is not None and row.last_seen_ns is not None:
+            oldest += max(0.0, (now_ns - row.last_seen_ns) / 1e9)
+        if oldest is not None and oldest > limits.max_backlog_age_s:
+            row.problems.append(
+                f"outbox backlog {row.outbox_readings} reading(s), oldest {oldest:.0f} s "
+                f"(more than --max-backlog-age {limits.max_backlog_age_s:g})"
+            )
+        if limits.require_synced_clock and row.clock and row.clock != "synced":
+            row.problems.append(f"clock {row.clock}")
+        if row.failing_sensors:
+            row.problems.append("failing sensor(s): " + ", ".join(row.failing_sensors))
+
+
+def _query_or_nothing(
+    client: InfluxQuery, q: str, params: dict[str, str | int | float] | None = None
+) -> list[Series]:
+    """Run ``q``; a database that does not exist yet simply holds no points."""
+    try:
+        return client.query(q, params=params)
+    except InfluxQueryError as err:
+        if "database not found" in err.server_message:
+            return []
+        raise
+
+
+def agent_points(
+    client: InfluxQuery, plantation: str | None
+) -> dict[tuple[str, str], GatewayStatus]:
+    """The newest ``farmtel_agent`` point per gateway (last 30 days) as a status row."""
+    where = "time > now() - 30d"
+    params: dict[str, str | int | float] = {}
+    if plantation is not None:
+        where += ' AND "plantation" = $plantation'
+        params["plantation"] = plantation
+    series = _query_or_nothing(
+        client,
+        f'SELECT * FROM "{AGENT_MEASUREMENT}" WHERE {where} '
+        'GROUP BY "plantation", "gateway" ORDER BY time DESC LIMIT 1',
+        params,
+    )
+    out = {}
+    for s in series:
+        if not s.values:
+            continue
+        rec = dict(zip(s.columns, s.values[0], strict=True))
+        p, g = s.tags.get("plantation", ""), s.tags.get("gateway", "")
+        readings = _num(rec.get("outbox_readings"))
+        inflight = _num(rec.get("inflight_batches"))
+        out[(p, g)] = GatewayStatus(
+            plantation=p,
+            gateway=g,
+            state="unknown",
+            last_seen_ns=int(rec["time"]),
+            outbox_readings=int(readings) if readings is not None else None,
+            outbox_oldest_age_s=_num(rec.get("outbox_oldest_age_s")),
+            inflight_batches=int(inflight) if inflight is not None else None,
+            source="influxdb",
+        )
+    return out
+
+
+def ingest_points(client: InfluxQuery) -> list[IngestStatus]:
+    """The newest ``farmtel_ingest`` point of every ingest process (last 30 days)."""
+    series = _query_or_nothing(
+        client,
+        f'SELECT * FROM "{INGEST_MEASUREMENT}" WHERE time > now() - 30d '
+        'GROUP BY "client_id", "host" ORDER BY time DESC LIMIT 1',
+    )
+    out = []
+    for s in series:
+        if not s.values:
+            continue
+        rec = dict(zip(s.columns, s.values[0], strict=True))
+        nums = {k: v for k, v in ((k, _num(v)) for k, v in rec.items() if k != "time")}
+        out.append(
+            IngestStatus(
+                client_id=s.tags.get("client_id", ""),
+                host=s.tags.get("host", ""),
+                last_seen_ns=int(rec["time"]),
+                fields={k: v for k, v in nums.items() if v is not None},
+            )
+        )
+    return sorted(out, key=lambda i: i.client_id)
+
+
+def combine(
+    retained: dict[tuple[str, str], bytes],
+    from_influx: dict[tuple[str, str], GatewayStatus],
+    now_ns: int,
+    limits: Thresholds,
+) -> list[GatewayStatus]:
+    """Broker status first; a gateway only InfluxDB knows shows as ``unknown``."""
+    rows = {key: assess(*key, payload, now_ns, limits) for key, payload in retained.items()}
+    for key, row in from_influx.items():
+        known = rows.get(key)
+        if known is None:
+            judge(row, now_ns, limits)
+            rows[key] = row
+        elif known.last_seen_ns is None:
+            known.last_seen_ns = row.last_seen_ns  # a Last Will has no time; the point has
+    return [rows[k] for k in sorted(rows)]
