@@ -4,14 +4,34 @@ The ``farmtel`` command. Every subcommand documents its options in ``--help``. E
 0 success, 1 a runtime failure (server unreachable ...), 2 bad input (config, arguments).
 """
 
-from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 
+from certify import commands as _certify_commands
 from contract.settings import ConfigError, read_toml
+from ingest import commands as _ops_commands
+from ingest.admin_cli import broker_app, devices_app, pki_app
+from ingest.cli_options import (
+    ConfigOpt,
+    DatabaseOpt,
+    FormatOpt,
+    FromOpt,
+    OutputFormat,
+    PlantationOpt,
+    SinceOpt,
+    ToOpt,
+    UrlOpt,
+    UtcOpt,
+    age,
+    config_error,
+    fail,
+    query_client,
+    time_span,
+    when,
+)
 
 app = typer.Typer(
     help="farmtel: soil and weather telemetry for certified organic plantations.",
@@ -29,16 +49,14 @@ app.add_typer(agent_app, name="agent")
 app.add_typer(ingest_app, name="ingest")
 app.add_typer(query_app, name="query")
 app.add_typer(sensors_app, name="sensors")
-
-
-def fail(message: str, code: int = 1) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def _config_error(err: ConfigError) -> NoReturn:
-    typer.echo(str(err), err=True)
-    raise typer.Exit(2)
+# Security tools (issue 5): device registry, broker password file and ACL, TLS PKI.
+app.add_typer(devices_app, name="devices")
+app.add_typer(broker_app, name="broker")
+app.add_typer(pki_app, name="pki")
+# status, alerts list, query summary/gaps: see ingest/commands.py.
+_ops_commands.register(app, query_app)
+# export, verify, keys new (issue 6): see certify/commands.py.
+_certify_commands.register(app)
 
 
 class ConfigKind(StrEnum):
@@ -88,7 +106,7 @@ def config_check(
             ing = parse_ingest_config(raw, str(file))
             typer.echo(f"{file}: ok (ingest, InfluxDB {ing.influxdb.api} at {ing.influxdb.url})")
     except ConfigError as err:
-        _config_error(err)
+        config_error(err)
 
 
 @agent_app.command("run")
@@ -103,7 +121,7 @@ def agent_run(config: ConfigOption) -> None:
         logs.configure(cfg.log)
         agent = Agent(cfg)
     except ConfigError as err:
-        _config_error(err)
+        config_error(err)
     agent.run_forever()
 
 
@@ -119,92 +137,25 @@ def ingest_run(config: ConfigOption) -> None:
         logs.configure(cfg.log)
         service = Ingest(cfg)
     except ConfigError as err:
-        _config_error(err)
+        config_error(err)
     service.run_forever()
-
-
-class OutputFormat(StrEnum):
-    table = "table"
-    csv = "csv"
-    json = "json"
-
-
-QConfig = Annotated[
-    Path | None,
-    typer.Option(
-        "--config",
-        "-c",
-        help="An ingest.toml to take the influxdb settings from.",
-        show_default=False,
-    ),
-]
-QUrl = Annotated[
-    str | None,
-    typer.Option(
-        help="InfluxDB URL (default: from --config, else http://127.0.0.1:8086).",
-        show_default=False,
-    ),
-]
-QDatabase = Annotated[
-    str | None,
-    typer.Option(
-        help="InfluxDB database (v1) (default: from --config, else farmtel).", show_default=False
-    ),
-]
-QPlantation = Annotated[str, typer.Option(help="Plantation id, e.g. hlj-001.", show_default=False)]
-QFormat = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")]
-QUtc = Annotated[bool, typer.Option("--utc", help="Show times in UTC instead of local time.")]
-
-
-def _query_client(config: Path | None, url: str | None, database: str | None):  # type: ignore[no-untyped-def]
-    from ingest.config import load_ingest_config, parse_ingest_config
-    from ingest.influx import InfluxQuery
-
-    try:
-        # Without --config, FARMTEL_INFLUXDB__... variables still apply.
-        ingest_cfg = (
-            load_ingest_config(config) if config else parse_ingest_config({}, "environment")
-        )
-        settings = ingest_cfg.influxdb
-        update = {k: v for k, v in (("url", url), ("database", database)) if v}
-        if update:
-            settings = settings.model_copy(update=update)
-        return InfluxQuery(settings)
-    except ConfigError as err:
-        _config_error(err)
-
-
-def _when(ns: int, utc: bool) -> str:
-    t = datetime.fromtimestamp(ns / 1e9, UTC)
-    return (t if utc else t.astimezone()).isoformat(timespec="seconds")
-
-
-def _age(ns: int) -> str:
-    s = max(0, int(datetime.now(UTC).timestamp() - ns / 1e9))
-    if s < 120:
-        return f"{s}s"
-    if s < 7200:
-        return f"{s // 60}m"
-    if s < 172_800:
-        return f"{s // 3600}h"
-    return f"{s // 86400}d"
 
 
 @query_app.command("latest")
 def query_latest(
-    plantation: QPlantation,
-    config: QConfig = None,
-    url: QUrl = None,
-    database: QDatabase = None,
-    fmt: QFormat = OutputFormat.table,
-    utc: QUtc = False,
+    plantation: PlantationOpt,
+    config: ConfigOpt = None,
+    url: UrlOpt = None,
+    database: DatabaseOpt = None,
+    fmt: FormatOpt = OutputFormat.table,
+    utc: UtcOpt = False,
 ) -> None:
     """One row per sensor: its newest reading, the time, the values and their age."""
     from ingest import queries
     from ingest.influx import InfluxError
     from ingest.tabular import render
 
-    client = _query_client(config, url, database)
+    client = query_client(config, url, database)
     try:
         rows = queries.latest(client, plantation)
     except ValueError as err:
@@ -221,8 +172,8 @@ def query_latest(
             r.gateway,
             r.sensor,
             r.measurement,
-            _when(r.time_ns, utc),
-            _age(r.time_ns),
+            when(r.time_ns, utc),
+            age(r.time_ns),
             r.clock,
             r.values
             if fmt is OutputFormat.json
@@ -235,7 +186,7 @@ def query_latest(
 
 @query_app.command("history")
 def query_history(
-    plantation: QPlantation,
+    plantation: PlantationOpt,
     sensor: Annotated[
         str | None, typer.Option(help="Only this sensor id.", show_default=False)
     ] = None,
@@ -243,39 +194,32 @@ def query_history(
         str | None,
         typer.Option("--field", help="Only this value, e.g. moisture_pct.", show_default=False),
     ] = None,
-    since: Annotated[
-        str | None,
-        typer.Option(help="How far back from now: 90s, 15m, 24h, 7d, 4w.", show_default=False),
-    ] = None,
-    start: Annotated[
-        str | None,
+    since: SinceOpt = None,
+    start: FromOpt = None,
+    end: ToOpt = None,
+    every: Annotated[str, typer.Option(help="Window for mean/min/max: 1m, 1h, 1d ...")] = "1h",
+    config: ConfigOpt = None,
+    url: UrlOpt = None,
+    database: DatabaseOpt = None,
+    fmt: FormatOpt = OutputFormat.table,
+    utc: UtcOpt = False,
+    plot: Annotated[
+        bool, typer.Option("--plot", help="Draw the window means as terminal charts instead.")
+    ] = False,
+    png: Annotated[
+        Path | None,
         typer.Option(
-            "--from",
-            help="Start, ISO 8601 (local time unless an offset is given).",
-            show_default=False,
+            help="Also write a PNG chart of the window means to this file.", show_default=False
         ),
     ] = None,
-    end: Annotated[
-        str | None,
-        typer.Option("--to", help="End, ISO 8601 (default: now).", show_default=False),
-    ] = None,
-    every: Annotated[str, typer.Option(help="Window for mean/min/max: 1m, 1h, 1d ...")] = "1h",
-    config: QConfig = None,
-    url: QUrl = None,
-    database: QDatabase = None,
-    fmt: QFormat = OutputFormat.table,
-    utc: QUtc = False,
 ) -> None:
     """mean/min/max of each value per time window, computed inside InfluxDB."""
     from ingest import queries
     from ingest.influx import InfluxError
     from ingest.tabular import render
 
-    try:
-        span = queries.time_range(since, start, end)
-    except queries.QueryInputError as err:
-        fail(str(err), 2)
-    client = _query_client(config, url, database)
+    span = time_span(since, start, end)
+    client = query_client(config, url, database)
     try:
         rows = queries.history(client, plantation, span, every, sensor=sensor, value=field)
     except ValueError as err:
@@ -284,7 +228,7 @@ def query_history(
         fail(str(err))
     cols = ["window", "gateway", "sensor", "value", "mean", "min", "max"]
     out = [
-        [_when(r.window_start_ns, utc), r.gateway, r.sensor, r.value, r.mean, r.min, r.max]
+        [when(r.window_start_ns, utc), r.gateway, r.sensor, r.value, r.mean, r.min, r.max]
         for r in rows
     ]
     if not out:
@@ -294,6 +238,12 @@ def query_history(
             err=True,
         )
         raise typer.Exit(0)
+    if plot or png:
+        from ingest.charts import draw_history
+
+        draw_history(rows, plantation, plot, png, utc)  # ChartError -> exit 1 inside
+        if plot:
+            return
     typer.echo(render(cols, out, fmt.value), nl=False)
 
 
@@ -348,13 +298,62 @@ def sensors_read(
                 typer.echo(orjson.dumps({"ts": ts, "values": sample.values}).decode())
             else:
                 vals = " ".join(f"{k}={v:g}" for k, v in sorted(sample.values.items()))
-                typer.echo(f"{_when(ts, False) if ts else '-'}  {vals}")
+                typer.echo(f"{when(ts, False)}  {vals}")
     except ConfigError as err:
-        _config_error(err)
+        config_error(err)
     except SensorError as err:
         fail(str(err))
     if got < count:
         fail(f"got {got} of {count} reading(s) within {timeout:g} s")
+
+
+@sensors_app.command("scan")
+def sensors_scan(
+    driver: Annotated[
+        str, typer.Option(help="Bus driver: sdi12 or modbus_soil.", show_default=False)
+    ],
+    port: Annotated[
+        str,
+        typer.Option(help="Serial port or pyserial URL, e.g. /dev/ttyUSB0.", show_default=False),
+    ],
+    option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--option",
+            "-o",
+            help="Driver option key=value, e.g. addresses=1-16; repeatable.",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """Find the device addresses on a bus; progress goes to stderr."""
+    import orjson
+
+    from sensors.base import ScanNotSupported, SensorError
+    from sensors.commands import scan_bus
+
+    options: dict[str, str] = {}
+    for item in option or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            fail(f"--option {item!r} must look like key=value", 2)
+        options[key.strip()] = value.strip()
+    found = 0
+    try:
+        for device in scan_bus(driver, port, options, lambda m: typer.echo(m, err=True)):
+            found += 1
+            if as_json:
+                typer.echo(orjson.dumps(device).decode())
+            else:
+                typer.echo("  ".join(f"{k}={v}" for k, v in device.items()))
+    except ConfigError as err:
+        config_error(err)
+    except ScanNotSupported as err:
+        fail(f"{err}; scan works with bus drivers (sdi12, modbus_soil)", 2)
+    except SensorError as err:
+        fail(str(err))
+    typer.echo(f"{found} device(s) found on {port}", err=True)
 
 
 def version_callback(value: bool) -> None:

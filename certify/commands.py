@@ -6,33 +6,13 @@ certify.verify and certify.orgkey. Exit codes as in cli.py: 0 ok, 1 a runtime fa
 """
 
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated
 
 import typer
 
-from contract.settings import ConfigError
+from ingest.cli_options import fail, ingest_config
 
 keys_app = typer.Typer(help="The exporting organisation's signing key.", no_args_is_help=True)
-
-
-def _fail(message: str, code: int) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def _settings(config: Path | None, url: str | None, database: str | None) -> Any:
-    """The ingest config (for InfluxDB and the registry path), with --url/--database."""
-    from ingest.config import load_ingest_config, parse_ingest_config
-
-    try:
-        cfg = load_ingest_config(config) if config else parse_ingest_config({}, "environment")
-    except ConfigError as err:
-        typer.echo(str(err), err=True)
-        raise typer.Exit(2) from None
-    update = {k: v for k, v in (("url", url), ("database", database)) if v}
-    if update:
-        cfg = cfg.model_copy(update={"influxdb": cfg.influxdb.model_copy(update=update)})
-    return cfg
 
 
 def export(
@@ -98,15 +78,15 @@ def export(
         check_ident(plantation, "--plantation")
         span = time_range(None, start, end)
     except ValueError as err:  # QueryInputError too
-        _fail(str(err), 2)
+        fail(str(err), 2)
     try:
         org_key = load_org_key(key)
     except KeyFileError as err:
-        _fail(str(err), 2)
-    cfg = _settings(config, url, database)
+        fail(str(err), 2)
+    cfg = ingest_config(config, url, database)
     reg_path = registry or cfg.registry_path()
     if registry is None and not reg_path.exists():
-        _fail(
+        fail(
             f"no device registry at {reg_path} ([ingest] registry_path); pass --registry "
             "with the registry file or the JSON of `farmtel devices export`",
             2,
@@ -114,7 +94,7 @@ def export(
     try:
         reg = load_registry_file(reg_path, plantation)
     except (RegistryError, ValueError) as err:
-        _fail(str(err), 2)
+        fail(str(err), 2)
     client = InfluxQuery(cfg.influxdb)
     try:
         summary = export_bundle(
@@ -127,13 +107,13 @@ def export(
             progress=progress,
         )
     except BagError as err:
-        _fail(str(err), 2)
+        fail(str(err), 2)
     except ValueError as err:
-        _fail(str(err), 2)
+        fail(str(err), 2)
     except (InfluxError, SourceError) as err:
-        _fail(str(err), 1)
+        fail(str(err), 1)
     except OSError as err:
-        _fail(f"writing the bundle in {out} failed: {err}", 1)
+        fail(f"writing the bundle in {out} failed: {err}", 1)
     finally:
         client.close()
     rate = summary.readings / summary.seconds if summary.seconds else 0.0
@@ -163,11 +143,11 @@ def verify(
     from certify.verify import verify_bundle
 
     if not bundle.is_dir():
-        _fail(f"{bundle} is not a folder; give the bundle folder that `farmtel export` wrote", 2)
+        fail(f"{bundle} is not a folder; give the bundle folder that `farmtel export` wrote", 2)
     try:
         pinned = load_pubkey_file(pubkey) if pubkey else None
     except KeyFileError as err:
-        _fail(str(err), 2)
+        fail(str(err), 2)
     verdict = verify_bundle(FolderBundle(bundle), pinned)
     typer.echo(verdict.render(), nl=False)
     if not verdict.ok:
@@ -187,7 +167,7 @@ def keys_new(
     try:
         public = new_key_file(out)
     except KeyFileError as err:
-        _fail(str(err), 2)
+        fail(str(err), 2)
     pub_path = out.with_name(out.name + ".pub")
     pub_path.write_bytes(public_pem(public))
     typer.echo(

@@ -11,23 +11,29 @@ from __future__ import annotations
 import time
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import Annotated
 
 import typer
 
 from contract.settings import ConfigError
-
-if TYPE_CHECKING:
-    from ingest.influx import InfluxQuery
-    from ingest.queries import TimeRange
+from ingest.cli_options import (
+    ConfigOpt,
+    DatabaseOpt,
+    FromOpt,
+    OutputFormat,
+    PlantationOpt,
+    SinceOpt,
+    ToOpt,
+    UrlOpt,
+    UtcOpt,
+    fail,
+    ingest_config,
+    query_client,
+    time_span,
+    when,
+)
 
 NEEDS_ATTENTION = 3
-
-
-class TableFormat(StrEnum):
-    table = "table"
-    csv = "csv"
-    json = "json"
 
 
 class StatusFormat(StrEnum):
@@ -44,78 +50,11 @@ class AlertState(StrEnum):
 alerts_app = typer.Typer(help="Threshold alerts raised by the ingest.", no_args_is_help=True)
 
 
-def _fail(message: str, code: int = 1) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-Config = Annotated[
-    Path | None,
-    typer.Option(
-        "--config", "-c", help="An ingest.toml to take the settings from.", show_default=False
-    ),
-]
-Url = Annotated[
-    str | None,
-    typer.Option(
-        help="InfluxDB URL (default: from --config, else http://127.0.0.1:8086).",
-        show_default=False,
-    ),
-]
-Database = Annotated[
-    str | None,
-    typer.Option(
-        help="InfluxDB database (v1) (default: from --config, else farmtel).", show_default=False
-    ),
-]
-Plantation = Annotated[str, typer.Option(help="Plantation id, e.g. hlj-001.", show_default=False)]
-Since = Annotated[
-    str | None,
-    typer.Option(help="How far back from now: 90s, 15m, 24h, 7d, 4w.", show_default=False),
-]
-Start = Annotated[
-    str | None,
-    typer.Option(
-        "--from", help="Start, ISO 8601 (local time unless an offset is given).", show_default=False
-    ),
-]
-End = Annotated[
-    str | None, typer.Option("--to", help="End, ISO 8601 (default: now).", show_default=False)
-]
-Utc = Annotated[bool, typer.Option("--utc", help="Show times in UTC instead of local time.")]
-
-
-def _span(
-    since: str | None, start: str | None, end: str | None, default: str | None = None
-) -> TimeRange:
-    from ingest import queries
-
-    try:
-        if since is None and start is None and default is not None:
-            since = default
-        return queries.time_range(since, start, end)
-    except queries.QueryInputError as err:
-        _fail(str(err), 2)
-
-
-def _client(config: Path | None, url: str | None, database: str | None) -> InfluxQuery:
-    from cli import _query_client
-
-    client: InfluxQuery = _query_client(config, url, database)
-    return client
-
-
-def _when(ns: int | None, utc: bool) -> str:
-    from cli import _when as when
-
-    return when(ns, utc) if ns else "-"
-
-
 # -- query summary / gaps ----------------------------------------------------------------------
 
 
 def query_summary(
-    plantation: Plantation,
+    plantation: PlantationOpt,
     sensor: Annotated[
         str | None, typer.Option(help="Only this sensor id.", show_default=False)
     ] = None,
@@ -123,34 +62,34 @@ def query_summary(
         str | None,
         typer.Option("--field", help="Only this value, e.g. moisture_pct.", show_default=False),
     ] = None,
-    since: Since = None,
-    start: Start = None,
-    end: End = None,
-    config: Config = None,
-    url: Url = None,
-    database: Database = None,
-    fmt: Annotated[TableFormat, typer.Option("--format", "-f", help="Output format.")] = (
-        TableFormat.table
+    since: SinceOpt = None,
+    start: FromOpt = None,
+    end: ToOpt = None,
+    config: ConfigOpt = None,
+    url: UrlOpt = None,
+    database: DatabaseOpt = None,
+    fmt: Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")] = (
+        OutputFormat.table
     ),
-    utc: Utc = False,
+    utc: UtcOpt = False,
 ) -> None:
     """count/min/mean/max of every value of every sensor over the range (default: 24h)."""
     from ingest import reports
     from ingest.influx import InfluxError
     from ingest.tabular import render
 
-    span = _span(since, start, end, default="24h")
-    client = _client(config, url, database)
+    span = time_span(since, start, end, default="24h")
+    client = query_client(config, url, database)
     try:
         rows = reports.summary(client, plantation, span, sensor=sensor, value=field)
     except ValueError as err:
-        _fail(str(err), 2)
+        fail(str(err), 2)
     except InfluxError as err:
-        _fail(str(err))
+        fail(str(err))
     if not rows:
         typer.echo(
-            f"no readings for plantation {plantation} between {_when(span.start_ns, utc)} and "
-            f"{_when(span.end_ns, utc)}",
+            f"no readings for plantation {plantation} between {when(span.start_ns, utc)} and "
+            f"{when(span.end_ns, utc)}",
             err=True,
         )
         raise typer.Exit(0)
@@ -162,7 +101,7 @@ def query_summary(
 
 
 def query_gaps(
-    plantation: Plantation,
+    plantation: PlantationOpt,
     gateway: Annotated[
         str | None, typer.Option(help="Only this gateway id.", show_default=False)
     ] = None,
@@ -170,32 +109,32 @@ def query_gaps(
         str | None,
         typer.Option(help="Only this sensor id ('*' is a whole-gateway gap).", show_default=False),
     ] = None,
-    since: Since = None,
-    start: Start = None,
-    end: End = None,
-    config: Config = None,
-    url: Url = None,
-    database: Database = None,
-    fmt: Annotated[TableFormat, typer.Option("--format", "-f", help="Output format.")] = (
-        TableFormat.table
+    since: SinceOpt = None,
+    start: FromOpt = None,
+    end: ToOpt = None,
+    config: ConfigOpt = None,
+    url: UrlOpt = None,
+    database: DatabaseOpt = None,
+    fmt: Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")] = (
+        OutputFormat.table
     ),
-    utc: Utc = False,
+    utc: UtcOpt = False,
 ) -> None:
     """Declared gaps (no data, and why) that start within the range (default: 7d)."""
     from ingest import reports
     from ingest.influx import InfluxError
     from ingest.tabular import render
 
-    span = _span(since, start, end, default="7d")
-    client = _client(config, url, database)
+    span = time_span(since, start, end, default="7d")
+    client = query_client(config, url, database)
     try:
         rows = reports.gaps(
             client, plantation, span, gateway=gateway, sensor=None if sensor == "*" else sensor
         )
     except ValueError as err:
-        _fail(str(err), 2)
+        fail(str(err), 2)
     except InfluxError as err:
-        _fail(str(err))
+        fail(str(err))
     if sensor == "*":
         rows = [r for r in rows if r.sensor == "*"]
     if not rows:
@@ -203,7 +142,7 @@ def query_gaps(
         raise typer.Exit(0)
     cols = ["start", "end", "duration_s", "gateway", "sensor", "reason", "detail"]
     out = [
-        [_when(r.start_ns, utc), _when(r.end_ns, utc), r.duration_s, r.gateway, r.sensor,
+        [when(r.start_ns, utc), when(r.end_ns, utc), r.duration_s, r.gateway, r.sensor,
          r.reason, r.detail]
         for r in rows
     ]  # fmt: skip
@@ -221,29 +160,29 @@ def alerts_list(
     ] = None,
     since: Annotated[str, typer.Option(help="How far back from now: 90s, 15m, 24h, 7d.")] = "24h",
     state: Annotated[AlertState, typer.Option(help="Which transitions to show.")] = AlertState.all,
-    config: Config = None,
-    url: Url = None,
-    database: Database = None,
-    fmt: Annotated[TableFormat, typer.Option("--format", "-f", help="Output format.")] = (
-        TableFormat.table
+    config: ConfigOpt = None,
+    url: UrlOpt = None,
+    database: DatabaseOpt = None,
+    fmt: Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")] = (
+        OutputFormat.table
     ),
-    utc: Utc = False,
+    utc: UtcOpt = False,
 ) -> None:
     """Recent alert transitions (firing, resolved) recorded by the ingest, newest first."""
     from ingest import reports
     from ingest.influx import InfluxError
     from ingest.tabular import render
 
-    span = _span(since, None, None)
-    client = _client(config, url, database)
+    span = time_span(since, None, None)
+    client = query_client(config, url, database)
     try:
         rows = reports.alerts(
             client, plantation, span, None if state is AlertState.all else state.value
         )
     except ValueError as err:
-        _fail(str(err), 2)
+        fail(str(err), 2)
     except InfluxError as err:
-        _fail(str(err))
+        fail(str(err))
     if not rows:
         typer.echo(f"no alerts in the last {since}", err=True)
         raise typer.Exit(0)
@@ -251,7 +190,7 @@ def alerts_list(
             "condition", "since"]  # fmt: skip
     out = [
         [
-            _when(r.time_ns, utc),
+            when(r.time_ns, utc),
             r.state,
             r.severity,
             r.rule,
@@ -260,7 +199,7 @@ def alerts_list(
             r.sensor,
             r.value,
             f"{r.value_name} {r.op} {r.threshold:g}" if r.threshold is not None else r.value_name,
-            _when(r.since_ns, utc),
+            when(r.since_ns, utc),
         ]
         for r in rows
     ]
@@ -290,8 +229,8 @@ def status(
             help="MQTT broker host:port, instead of [mqtt] host and port.", show_default=False
         ),
     ] = None,
-    url: Url = None,
-    database: Database = None,
+    url: UrlOpt = None,
+    database: DatabaseOpt = None,
     use_influx: Annotated[
         bool,
         typer.Option(
@@ -319,7 +258,7 @@ def status(
     fmt: Annotated[StatusFormat, typer.Option("--format", "-f", help="Output format.")] = (
         StatusFormat.table
     ),
-    utc: Utc = False,
+    utc: UtcOpt = False,
 ) -> None:
     """Every gateway: online/offline, last seen, outbox backlog, clock, failing sensors.
 
@@ -330,7 +269,6 @@ def status(
     import orjson
 
     from contract.settings import MqttSettings
-    from ingest.config import load_ingest_config, parse_ingest_config
     from ingest.influx import InfluxError, InfluxQuery
     from ingest.status import (
         StatusUnavailable,
@@ -346,17 +284,13 @@ def status(
     try:
         status_filter(plantation)
     except ValueError as err:
-        _fail(str(err), 2)
-    try:
-        cfg = load_ingest_config(config) if config else parse_ingest_config({}, "environment")
-    except ConfigError as err:
-        typer.echo(str(err), err=True)
-        raise typer.Exit(2) from None
+        fail(str(err), 2)
+    cfg = ingest_config(config, url, database)
     mqtt_settings: MqttSettings = cfg.mqtt
     if broker is not None:
         host, sep, port = broker.rpartition(":")
         if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-            _fail(f"--broker {broker!r} must look like host:port, e.g. 127.0.0.1:1883", 2)
+            fail(f"--broker {broker!r} must look like host:port, e.g. 127.0.0.1:1883", 2)
         mqtt_settings = mqtt_settings.model_copy(update={"host": host, "port": int(port)})
     limits = Thresholds(
         max_backlog_age_s=max_backlog_age,
@@ -366,14 +300,12 @@ def status(
     try:
         retained = collect_retained(mqtt_settings, plantation, wait_s=wait)
     except (StatusUnavailable, ConfigError) as err:
-        _fail(str(err))
+        fail(str(err))
     from_influx = {}
     ingests = []
     if use_influx:
-        influx = cfg.influxdb
-        update = {k: v for k, v in (("url", url), ("database", database)) if v}
         try:
-            client = InfluxQuery(influx.model_copy(update=update) if update else influx)
+            client = InfluxQuery(cfg.influxdb)
             from_influx = agent_points(client, plantation)
             ingests = ingest_points(client)
         except (InfluxError, ValueError, ConfigError) as err:
@@ -396,7 +328,7 @@ def status(
                 r.plantation,
                 r.gateway,
                 r.state,
-                _when(r.last_seen_ns, utc),
+                when(r.last_seen_ns, utc),
                 r.outbox_readings,
                 None if r.outbox_oldest_age_s is None else round(r.outbox_oldest_age_s),
                 r.inflight_batches,
