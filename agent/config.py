@@ -6,11 +6,12 @@ configuration reference are kept in step with these models by a test.
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
 from contract.ids import Ident
+from contract.metrics import MetricsSettings
 from contract.settings import (
     ConfigError,
     LogSettings,
@@ -32,6 +33,9 @@ class GatewaySection(Strict):
     """Gateway id, unique within the plantation."""
     state_dir: Path = Path("/var/lib/farmtel/agent")
     """Folder for the outbox and other state; must be on persistent storage."""
+    signing_key_file: Path | None = None
+    """Ed25519 private key (PEM, mode 0600) that signs every batch; written by `farmtel
+    devices add`. Required when the ingest has a device registry; unset: batches go unsigned."""
 
 
 class OutboxSettings(Strict):
@@ -50,6 +54,10 @@ class OutboxSettings(Strict):
     doubling up to 10 x this)."""
     commit_interval: Annotated[float, Field(gt=0, le=10)] = 0.2
     """Seconds between outbox commits; readings arriving meanwhile are committed together."""
+    prune_on: Literal["receipt", "puback"] = "receipt"
+    """FOR TESTING ONLY. "receipt" deletes a batch when the ingest says InfluxDB has it;
+    "puback" deletes it on the broker's PUBACK, which loses data when the broker crashes
+    (the fault tests use it as the control run that must show loss)."""
 
 
 class StatusSettings(Strict):
@@ -67,6 +75,7 @@ class GatewayConfig(Strict):
     outbox: OutboxSettings = OutboxSettings()
     status: StatusSettings = StatusSettings()
     log: LogSettings = LogSettings()
+    metrics: MetricsSettings = MetricsSettings()
     sensors: list[SensorConfig] = Field(default_factory=list)
     """One [[sensors]] table per sensor; the keys depend on its driver."""
 
@@ -77,7 +86,7 @@ class GatewayConfig(Strict):
         return self.mqtt.client_id or f"farmtel-agent-{self.gateway.plantation}-{self.gateway.id}"
 
 
-SECTIONS = ("gateway", "mqtt", "outbox", "status", "log", "sensors")
+SECTIONS = ("gateway", "mqtt", "outbox", "status", "log", "metrics", "sensors")
 
 
 def parse_gateway_config(

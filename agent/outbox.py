@@ -432,6 +432,8 @@ class Outbox:
                 self._next_seq,
                 db_next,
             )
+            if self.recovered_from is None:
+                self._declare_burned_seq(db_next)
         self._full = open_gaps > 0
         if self._full:
             try:
@@ -450,6 +452,39 @@ class Outbox:
             self._next_seq,
             self._used_bytes(),
         )
+
+    def _declare_burned_seq(self, db_next: int) -> None:
+        """Declare the seq a crash burned (sidecar written, commit lost) as an agent_down gap.
+
+        Without it the ingest would see an unexplained hole in seq. The readings were in
+        the agent's memory only; the gap runs from the sidecar write (its mtime, just before
+        the lost commit) to now. Stored with meta next_seq moved past it, in one commit, so
+        it is declared once. A failure is logged: the hole then stays undeclared.
+        """
+        count = self._next_seq - db_next
+        now = time.time_ns()
+        try:
+            start = min(self._seq_path.stat().st_mtime_ns, now)
+        except OSError:
+            start = now
+        gap = Gap(
+            start=start,
+            end=now,
+            reason="agent_down",
+            detail=f"agent stopped before {count} readings reached the outbox",
+            seq=db_next,
+            count=count,
+        )
+        rec, crc = self._gap_record(gap)
+        try:
+            with self._txn(durable=True) as conn:
+                conn.execute("INSERT INTO gaps (rec, crc) VALUES (?, ?)", (rec, crc))
+                conn.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'", (self._next_seq,))
+        except sqlite3.Error as err:
+            log.error("outbox could not declare burned seq count=%d error=%s", count, err)
+            return
+        self._n_gaps += 1
+        log.warning("outbox declared burned seq seq=%d count=%d", db_next, count)
 
     # --- the seq sidecar -------------------------------------------------------------------
     def _read_sidecar(self) -> int | None:

@@ -35,6 +35,7 @@ class Publisher:
         gateway: str,
         on_receipt: Callable[[Receipt], None],
         on_publish_failed: Callable[[str, str], None],
+        on_puback: Callable[[str], None] | None = None,
     ):
         self.settings = settings
         self.telemetry = telemetry_topic(plantation, gateway)
@@ -42,6 +43,7 @@ class Publisher:
         self.status = status_topic(plantation, gateway)
         self._on_receipt = on_receipt
         self._on_publish_failed = on_publish_failed
+        self._on_puback = on_puback
         self._lock = threading.Lock()
         self._mid_to_batch: dict[int, str] = {}
         self._early: dict[int, Any] = {}
@@ -129,6 +131,9 @@ class Publisher:
             self.publish_failures += 1
             log.error("publish refused batch=%s reason=%s", batch, reason_text(rc))
             self._on_publish_failed(batch, reason_text(rc))
+        elif self._on_puback is not None:
+            # [outbox] prune_on = "puback" (testing only): the broker's ack deletes the rows.
+            self._on_puback(batch)
 
     def publish_batch(self, batch_id: str, payload: bytes) -> bool:
         """Queue a batch for QoS 1 delivery; False when not connected (nothing queued)."""

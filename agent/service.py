@@ -22,9 +22,11 @@ import orjson
 
 from agent.clock import ClockWatch
 from agent.config import GatewayConfig
+from agent.metrics import agent_metrics_server
 from agent.outbox import NewReading, Outbox
 from agent.publisher import Publisher
 from agent.scheduler import PortWorker, SensorHealth, group_by_port
+from agent.signer import BatchSigner
 from contract.wire import Batch, Gap, Receipt, ReceiptStatus, encode_batch
 from sensors.registry import make_driver
 
@@ -67,8 +69,11 @@ class Agent:
             config.gateway.id,
             on_receipt=self._receipt,
             on_publish_failed=self._publish_failed,
+            # Testing only ([outbox] prune_on): the control run of the broker-crash test.
+            on_puback=self._pruned_on_puback if config.outbox.prune_on == "puback" else None,
         )
         self.drivers = [make_driver(s) for s in config.sensors]
+        self.signer = BatchSigner.from_config(config)
         self.workers = [
             PortWorker(
                 port,
@@ -82,6 +87,7 @@ class Agent:
             for port, drivers in group_by_port(self.drivers).items()
         ]
         self._threads: list[threading.Thread] = []
+        self.prometheus = agent_metrics_server(self)
 
     # --- hand-off from the port threads -------------------------------------------------
     def _take_readings(self, readings: Sequence[NewReading]) -> None:
@@ -104,12 +110,22 @@ class Agent:
         with self._pending_lock:
             readings, self._pending = self._pending, []
             gaps, self._pending_gaps = self._pending_gaps, []
-        for gap in gaps:
-            self.outbox.add_gap(gap)
-            self.counters["gaps"] += 1
-        if readings:
-            self.outbox.add(readings)
-            self.counters["readings_in"] += len(readings)
+        stored_gaps = 0
+        try:
+            for gap in gaps:
+                self.outbox.add_gap(gap)
+                stored_gaps += 1
+                self.counters["gaps"] += 1
+            if readings:
+                self.outbox.add(readings)
+                self.counters["readings_in"] += len(readings)
+        except Exception:
+            # Nothing of this group reached the disk (add() is one transaction): hand it
+            # back, in order, for the next try.
+            with self._pending_lock:
+                self._pending = readings + self._pending
+                self._pending_gaps = gaps[stored_gaps:] + self._pending_gaps
+            raise
         if readings or gaps:
             self.wake.set()
         return len(readings)
@@ -137,6 +153,9 @@ class Agent:
             )
         self.wake.set()
 
+    def _pruned_on_puback(self, batch: str) -> None:
+        self._receipt(Receipt(batch=batch, status=ReceiptStatus.STORED))
+
     def _publish_failed(self, batch: str, reason: str) -> None:
         log.error("publish failed batch=%s reason=%s; it stays in the outbox", batch, reason)
 
@@ -156,6 +175,7 @@ class Agent:
             readings=readings,
             gaps=gaps,
         )
+        batch = self.signer.sign(batch)
         self.publisher.publish_batch(batch_id, encode_batch(batch))
         self.outbox.mark_sent(batch_id)
         self.counters["batches_resent" if resend else "batches_sent"] += 1
@@ -236,6 +256,8 @@ class Agent:
             os.getpid(),
         )
         self.publisher.start()
+        if self.prometheus is not None:
+            self.prometheus.start()
         for w in self.workers:
             w.start()
         for target in (self._committer, self._sender, self._status_loop):
@@ -251,6 +273,8 @@ class Agent:
         for t in self._threads:
             t.join(timeout=10)
         self.publisher.stop(self.status_payload("offline"))
+        if self.prometheus is not None:
+            self.prometheus.stop()
         self.outbox.close()
         log.info("agent stopped")
 

@@ -2,11 +2,13 @@
 
 import os
 import socket
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from contract.metrics import MetricsSettings
 from contract.settings import (
     LogSettings,
     MqttSettings,
@@ -16,6 +18,7 @@ from contract.settings import (
     validate,
 )
 from contract.topics import INGEST_SHARE_GROUP
+from ingest.alerts import AlertRule, check_rule_names
 from ingest.influx import InfluxSettings
 
 
@@ -38,6 +41,22 @@ class IngestSection(Strict):
     """Seconds between write retries at most while InfluxDB is unavailable."""
     deadletter_path: Path | None = None
     """SQLite file for refused messages; default <state_dir>/deadletter.sqlite."""
+    registry_path: Path | None = None
+    """Device registry (SQLite, written by `farmtel devices`); default
+    <state_dir>/registry.sqlite. When it exists, only registered, unrevoked gateways with a
+    valid batch signature are stored (see require_signatures and docs/security.md)."""
+    require_signatures: bool | None = None
+    """Check every batch against the device registry. Unset: when the registry file exists
+    (dev mode without one: unsigned batches accepted, with a warning). true: always; the
+    ingest refuses to start without a registry. false: never (tests and migrations only)."""
+    max_future_skew: Annotated[float, Field(ge=0, le=86_400 * 366)] = 300.0
+    """Seconds a reading may be dated ahead of the ingest clock; later ones are quarantined
+    (measurement farmtel_quarantine), not stored as data."""
+    not_before: date | None = None
+    """Readings dated before this day (UTC) are quarantined as before_registration; used for
+    gateways the device registry has no registration time for. Unset: no lower bound."""
+    metrics_interval: Annotated[float, Field(ge=1, le=3600)] = 10.0
+    """Seconds between farmtel_ingest self-metric points (see docs/storage.md)."""
 
 
 class IngestConfig(Strict):
@@ -47,6 +66,15 @@ class IngestConfig(Strict):
     mqtt: MqttSettings = MqttSettings()
     influxdb: InfluxSettings = InfluxSettings()
     log: LogSettings = LogSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    alerts: list[AlertRule] = Field(default_factory=list)
+    """One [[alerts]] table per threshold rule, checked on every stored reading."""
+
+    @field_validator("alerts")
+    @classmethod
+    def _unique_alert_names(cls, alerts: list[AlertRule]) -> list[AlertRule]:
+        check_rule_names(alerts)
+        return alerts
 
     def client_id(self) -> str:
         return self.mqtt.client_id or f"farmtel-ingest-{socket.gethostname().lower()}"
@@ -54,8 +82,11 @@ class IngestConfig(Strict):
     def deadletter_path(self) -> Path:
         return self.ingest.deadletter_path or self.ingest.state_dir / "deadletter.sqlite"
 
+    def registry_path(self) -> Path:
+        return self.ingest.registry_path or self.ingest.state_dir / "registry.sqlite"
 
-SECTIONS = ("ingest", "mqtt", "influxdb", "log")
+
+SECTIONS = ("ingest", "mqtt", "influxdb", "log", "metrics", "alerts")
 
 
 def parse_ingest_config(

@@ -31,11 +31,17 @@ from contract.wire import (
     decode_batch,
     encode_receipt,
 )
+from ingest.alerts import AlertEngine
 from ingest.config import IngestConfig
 from ingest.deadletter import DeadLetters
+from ingest.gatekeeper import BatchRefused, Gatekeeper
 from ingest.influx import InfluxRejected, InfluxUnavailable, InfluxWriter, make_writer
 from ingest.line_protocol import LineProtocolError
 from ingest.mapping import MappingError, batch_to_lines
+from ingest.metrics import ingest_metrics_server
+from ingest.quarantine import config_not_before_ns, split_batch
+from ingest.selfmetrics import SelfMetrics
+from ingest.sequence import SequenceTracker
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +60,7 @@ class Decoded:
     plantation: str
     batch: Batch
     lines: list[str]
+    quarantined: int = 0
 
 
 class Ingest:
@@ -74,13 +81,28 @@ class Ingest:
             "write_errors": 0,
             "write_retries": 0,
             "redeliveries": 0,
+            "duplicates": 0,
+            "seq_holes": 0,
+            "quarantined": 0,
+            "refused_batches": 0,
         }
+        # Only registered gateways with a valid signature write (issue 5; ingest/gatekeeper.py).
+        self.gatekeeper = Gatekeeper.open(config.registry_path(), config.ingest.require_signatures)
+        # Delivery bookkeeping (issue 4): duplicates/holes per gateway, clock quarantine,
+        # self-metrics and agent status points; see ingest/sequence.py and selfmetrics.py.
+        self.sequence = SequenceTracker()
+        self._not_before_ns = config_not_before_ns(config.ingest.not_before)
+        self.selfmetrics = SelfMetrics(config, self.writer, self.counters, self.inbox.qsize)
         self.client = make_client(config.mqtt, config.client_id(), manual_ack=True)
         self.client.on_connect = self._connected
         self.client.on_disconnect = self._disconnected
         self.client.on_message = self._message
         self.client.on_connect_fail = self._connect_failed
         self._worker = threading.Thread(target=self._work, name="writer", daemon=True)
+        self.alerts = AlertEngine(
+            config.alerts, lambda t, p: self.client.publish(t, p, qos=1), self.writer.write
+        )
+        self.prometheus = ingest_metrics_server(self)
 
     # paho's network thread ---------------------------------------------------------------
     def _connected(self, client: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any = None) -> None:
@@ -88,6 +110,7 @@ class Ingest:
             log.error("mqtt connect refused reason=%s", reason_text(rc))
             return
         client.subscribe(telemetry_subscription(self.config.ingest.share_group), qos=1)
+        client.subscribe(self.selfmetrics.status_subscription(), qos=0)
         self.connected.set()
         log.info("mqtt connected host=%s port=%s", self.config.mqtt.host, self.config.mqtt.port)
 
@@ -104,6 +127,8 @@ class Ingest:
         self.connected.clear()
 
     def _message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        if self.selfmetrics.take_status(msg.topic, bytes(msg.payload)):
+            return
         if msg.dup:
             self.counters["redeliveries"] += 1
         self.inbox.put(Inbound(msg.mid, msg.qos, msg.topic, bytes(msg.payload)))
@@ -140,7 +165,20 @@ class Ingest:
                     f"payload gateway {batch.gateway!r} differs from topic gateway "
                     f"{parts.gateway!r}"
                 )
-            return Decoded(msg, parts.plantation, batch, batch_to_lines(parts.plantation, batch))
+            self.gatekeeper.check(parts.plantation, batch)
+            kept, quarantine = split_batch(
+                parts.plantation,
+                batch,
+                time.time_ns(),
+                self.gatekeeper.not_before_ns(parts.plantation, batch.gateway, self._not_before_ns),
+                int(self.config.ingest.max_future_skew * 1e9),
+            )
+            lines = batch_to_lines(parts.plantation, kept, signed=batch) + quarantine
+            return Decoded(msg, parts.plantation, batch, lines, len(quarantine))
+        except BatchRefused as err:
+            self.counters["refused_batches"] += 1
+            self._dead_letter(msg, f"refused ({err.kind}): {err}")
+            return None
         except (PayloadError, MappingError, LineProtocolError, ValueError) as err:
             self._dead_letter(msg, str(err))
             return None
@@ -216,8 +254,17 @@ class Ingest:
                 receipt_topic(d.plantation, d.batch.gateway), encode_receipt(receipt), qos=1
             )
             self.counters["batches_stored"] += 1
-            self.counters["readings_stored"] += len(d.batch.readings)
+            self.counters["readings_stored"] += len(d.batch.readings) - d.quarantined
             self.counters["gaps_stored"] += len(d.batch.gaps)
+            self.counters["quarantined"] += d.quarantined
+            self.counters["duplicates"] += self.sequence.observe(
+                d.plantation,
+                d.batch.gateway,
+                (r.seq for r in d.batch.readings),
+                [(g.seq, g.count) for g in d.batch.gaps if g.seq is not None],
+            )
+            self.counters["seq_holes"] = self.sequence.holes_total
+            self.alerts.observe(d.plantation, d.batch)
 
     # lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -232,6 +279,9 @@ class Ingest:
         )
         self.client.loop_start()
         self._worker.start()
+        self.selfmetrics.start()
+        if self.prometheus is not None:
+            self.prometheus.start()
         log.info(
             "ingest started client_id=%s influxdb=%s api=%s",
             self.config.client_id(),
@@ -242,10 +292,14 @@ class Ingest:
     def stop(self) -> None:
         self.stop_event.set()
         self._worker.join(timeout=15)
+        self.selfmetrics.stop()
         self.client.disconnect()
         self.client.loop_stop()
+        if self.prometheus is not None:
+            self.prometheus.stop()
         self.writer.close()
         self.dead.close()
+        self.gatekeeper.close()
         log.info("ingest stopped counters=%s", self.counters)
 
     def run_forever(self) -> None:

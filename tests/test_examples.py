@@ -46,7 +46,8 @@ def test_gateway_example_documents_every_key() -> None:
 
 
 def test_ingest_example_documents_every_key() -> None:
-    _check(IngestConfig, REPO / "examples" / "ingest.toml", skip=set())
+    # [[alerts]] is a list of rules, shown commented out (tests/ingest/test_alerts.py).
+    _check(IngestConfig, REPO / "examples" / "ingest.toml", skip={"alerts"})
 
 
 def test_text_line_sample_documents_every_key() -> None:
