@@ -139,8 +139,47 @@ class Batch(_Strict):
     sig: Annotated[str, Field(max_length=256)] | None = None
 
 
+_READING_FIELDS = ("sensor", "field", "kind", "ts", "clock", "seq", "values", "cal")
+_BATCH_FIELDS = ("v", "gateway", "boot", "batch", "sent", "readings", "gaps", "sig")
+# The hand-built encoding below is only right while the models have exactly these fields.
+_FAST_ENCODE = (
+    tuple(Reading.model_fields) == _READING_FIELDS and tuple(Batch.model_fields) == _BATCH_FIELDS
+)
+
+
 def encode_batch(batch: Batch) -> bytes:
-    return orjson.dumps(batch.model_dump(mode="json"))
+    """The batch as JSON bytes (the same bytes as ``orjson.dumps(batch.model_dump(mode="json"))``).
+
+    Readings are turned into dicts here rather than by ``model_dump``, which costs twice as
+    much per reading (measured 1.6 vs 0.85 us, bench/ and docs/performance.md); orjson
+    writes enum members as their value.
+    """
+    if not _FAST_ENCODE:
+        return orjson.dumps(batch.model_dump(mode="json"))
+    return orjson.dumps(
+        {
+            "v": batch.v,
+            "gateway": batch.gateway,
+            "boot": batch.boot,
+            "batch": batch.batch,
+            "sent": batch.sent,
+            "readings": [
+                {
+                    "sensor": r.sensor,
+                    "field": r.field,
+                    "kind": r.kind,
+                    "ts": r.ts,
+                    "clock": r.clock,
+                    "seq": r.seq,
+                    "values": r.values,
+                    "cal": r.cal,
+                }
+                for r in batch.readings
+            ],
+            "gaps": [g.model_dump(mode="json") for g in batch.gaps],
+            "sig": batch.sig,
+        }
+    )
 
 
 def _first_error(err: ValidationError) -> str:
@@ -156,6 +195,12 @@ def decode_batch(payload: bytes) -> Batch:
     """Parse and validate a telemetry payload; raise :class:`PayloadError` with the reason."""
     if len(payload) > MAX_BATCH_BYTES:
         raise PayloadError(f"payload is {len(payload)} bytes, over the {MAX_BATCH_BYTES} limit")
+    try:
+        # A valid batch is parsed once; only a refused one is parsed again below to say why
+        # (profiles put the extra orjson pass at ~20 % of decoding).
+        return Batch.model_validate_json(payload)
+    except ValidationError:
+        pass
     try:
         raw: Any = orjson.loads(payload)
     except orjson.JSONDecodeError as err:

@@ -14,7 +14,8 @@ NUL in names and tag values (InfluxQL could never select them), a name starting 
 ``_`` (reserved by InfluxDB 2/3), a measurement or field key starting with ``#`` or tab
 (the parser reads those as a comment or skips them), the keys
 ``time`` (refused by the server), and a backslash the parser would take for an escape:
-at the end of a name or tag value, before a space in the measurement or tags, and before
+at the end of a name or tag value, before a space in the tags, before a space, ``,``, ``=``
+or ``"`` in the measurement, and before
 ``,``, ``=``, space or ``"`` in a field key (no escaping can write those strings).
 A key used both as a tag and as a field is refused too: the server stores it, but a query
 returns the tag as ``key_1``.
@@ -105,7 +106,9 @@ def _check_reserved_start(value: str, what: str, also: str = "") -> None:
 
 
 def _measurement(value: object) -> str:
-    escaped = _check_name(value, "measurement", ", ", " ")
+    # InfluxDB 1.6 unescapes \, \= and \" in a measurement (seen: "a\=b" is stored as
+    # "a=b"), so no escaping can write a backslash before those: refuse it.
+    escaped = _check_name(value, "measurement", ", ", ' ,="')
     _check_reserved_start(escaped, "measurement", "#\t")
     return escaped
 
@@ -248,6 +251,35 @@ def encode_point(
             f"point of measurement {measurement!r} has a name that is not a str ({err})"
         ) from None
     return f"{head} {','.join(body)} {ts_ns}"
+
+
+def encode_series(measurement: str, tags: Mapping[str, str]) -> str:
+    """The escaped ``measurement,tag=value,...`` head of a line, tags sorted by key.
+
+    The same text :func:`encode_point` starts its line with, checked the same way; for
+    callers that write many points of one series and cache the head (ingest/mapping.py).
+    Raises :class:`LineProtocolError` for a name :func:`encode_point` would refuse.
+    """
+    try:
+        head = _measurements.get(measurement) or _slow_name(
+            _measurements, _measurement, measurement
+        )
+        pairs = [
+            f",{_tag_keys.get(k) or _slow_name(_tag_keys, _tag_key, k)}"
+            f"={_tag_values.get(v) or _slow_name(_tag_values, _tag_value, v)}"
+            for k, v in tags.items()
+        ]
+    except TypeError as err:
+        raise LineProtocolError(
+            f"point of measurement {measurement!r} has a name that is not a str ({err})"
+        ) from None
+    pairs.sort()
+    return head + "".join(pairs)
+
+
+def escape_field_key(key: str) -> str:
+    """``key`` escaped as a field key; :class:`LineProtocolError` where encode_point refuses it."""
+    return _field_keys.get(key) or _slow_name(_field_keys, _field_key, key)
 
 
 Point = tuple[str, Mapping[str, str], Mapping[str, FieldValue], int]
