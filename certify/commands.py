@@ -122,6 +122,11 @@ def export(
         f"period, completing edge batches), {summary.batches} batches, {summary.gaps} gaps "
         f"in {summary.seconds:.1f} s ({rate:,.0f} readings/s)"
     )
+    if summary.quarantined:
+        typer.echo(
+            f"{summary.quarantined} quarantined reading(s) of these batches (not data) are in "
+            "data/quarantined.jsonl"
+        )
     for w in summary.warnings:
         typer.echo(f"warning: {w}", err=True)
 

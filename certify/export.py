@@ -2,7 +2,10 @@
 
 What goes in (all under ``data/``): readings.csv and readings.jsonl (one row per reading,
 time order), gaps.csv, batches.jsonl (the gateways' signed batch records), registry.json
-(gateways, keys, history, calibration versions in use), completeness.csv and report.html.
+(gateways, keys, history, calibration versions in use), completeness.csv and report.html,
+and quarantined.jsonl: the readings of the exported batches that the ingest quarantined
+(an impossible timestamp, see ingest/quarantine.py). They are not data (not in readings or
+completeness) but the gateway signed them with their batch, so verify needs them.
 
 Which rows: every reading dated inside ``[from, to)``; every batch record whose sequence
 range holds one of them, or that declared a gap overlapping the period; and, so that every
@@ -39,6 +42,7 @@ from certify.rows import (
     batch_json_line,
     csv_line,
     gap_csv_line,
+    quarantine_json_line,
     reading_csv_header,
     reading_csv_line,
     reading_json_line,
@@ -67,6 +71,8 @@ class ExportSummary:
     batches: int = 0
     unsigned_batches: int = 0
     unbatched_readings: int = 0
+    quarantined: int = 0
+    """Readings written to data/quarantined.jsonl (not counted in ``readings``)."""
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
 
@@ -231,6 +237,7 @@ def _export(
         key=lambda g: (g.gateway, g.start, g.sensor),
     )
     index = _BatchIndex(chosen)
+    held = _quarantined(client, plantation, chosen, index, summary)
 
     # Readings of edge batches that lie outside the period, so their signatures check.
     before: list[ReadingRow] = []
@@ -269,6 +276,8 @@ def _export(
     jsonl_out = bag.payload("readings.jsonl")
     csv_out.write(reading_csv_header(names).encode())
     written: dict[str, int] = {}
+    for r, _ in held:
+        written[r.batch] = written.get(r.batch, 0) + 1
 
     def emit(rows: Iterable[ReadingRow]) -> None:
         csv_lines: list[str] = []
@@ -328,6 +337,9 @@ def _export(
         )
     bag.close_payload("readings.csv")
     bag.close_payload("readings.jsonl")
+    quarantine_out = bag.payload("quarantined.jsonl")
+    quarantine_out.write(b"".join(quarantine_json_line(r, reason) for r, reason in held))
+    bag.close_payload("quarantined.jsonl")
     for kind in kinds:
         for gw, sensor, day, count in source.day_counts(client, plantation, kind, span):
             stats.add_day_count(gw, sensor, day, count)
@@ -373,7 +385,7 @@ def _export(
     ]
     bag.add_payload(
         "report.html",
-        render_html(plantation, stats, chosen_gaps, batch_summary, org_kid, exported_at),
+        render_html(plantation, stats, chosen_gaps, batch_summary, org_kid, exported_at, held),
     )
     bag.finish(
         {
@@ -404,19 +416,48 @@ def _export(
             f"{summary.unsigned_batches} batch(es) are not signed: verify will reject the "
             "bundle (turn on [gateway] signing_key_file on the gateways)"
         )
-    held = source.quarantined(client, plantation, bounds)
-    if held:
-        summary.warnings.append(
-            f"{sum(held.values())} reading(s) of these gateways were quarantined by the ingest "
-            f"(farmtel_quarantine: {', '.join(f'{g}: {n}' for g, n in sorted(held.items()))}); "
-            "they are not in the bundle, so verify will report their batches and seq numbers"
-        )
     if summary.unbatched_readings:
         summary.warnings.append(
             f"{summary.unbatched_readings} reading(s) have no batch record: verify will "
             "reject the bundle (they were stored before batch records existed?)"
         )
     return summary
+
+
+def _quarantined(
+    client: InfluxQuery,
+    plantation: str,
+    chosen: list[BatchRow],
+    index: _BatchIndex,
+    summary: ExportSummary,
+) -> list[tuple[ReadingRow, str]]:
+    """``(row, reason)`` of the quarantined readings of the ``chosen`` batches, by gateway and
+    seq, each with its batch id set; a warning in ``summary`` for every batch whose record
+    counts a different number of them than InfluxDB holds (verify will reject it)."""
+    ranges: dict[str, tuple[int, int]] = {}
+    expected: dict[str, int] = {}
+    for b in chosen:
+        if b.quarantined > 0 and b.first_seq >= 0:
+            lo, hi = ranges.get(b.gateway, (b.first_seq, b.last_seq))
+            ranges[b.gateway] = (min(lo, b.first_seq), max(hi, b.last_seq))
+            expected[b.batch] = b.quarantined
+    held: list[tuple[ReadingRow, str]] = []
+    found: dict[str, int] = {}
+    for r, reason in source.quarantined_rows(client, plantation, ranges):
+        home = index.find(r.gateway, r.seq)
+        if home is None or home.batch not in expected or r.batch not in ("", home.batch):
+            continue  # a reading of a batch outside the bundle
+        r.batch = home.batch
+        found[home.batch] = found.get(home.batch, 0) + 1
+        held.append((r, reason))
+    for batch_id, n in sorted(expected.items()):
+        if found.get(batch_id, 0) != n:
+            summary.warnings.append(
+                f"batch {batch_id} counts {n} quarantined reading(s) but farmtel_quarantine "
+                f"holds {found.get(batch_id, 0)} of it: verify will reject that batch"
+            )
+    summary.quarantined = len(held)
+    return held
 
 
 def _chain(

@@ -15,6 +15,7 @@ counts; memory does not grow with the period.
 import dataclasses
 import html
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -306,8 +307,13 @@ def render_html(
     batch_summary: list[tuple[str, int, int, int, int]],
     org_key_id: str,
     exported_at: str,
+    quarantined: Sequence[tuple[ReadingRow, str]] = (),
 ) -> bytes:
-    """report.html: one self-contained page (inline CSS and SVG, no script, no network)."""
+    """report.html: one self-contained page (inline CSS and SVG, no script, no network).
+
+    ``quarantined`` are ``(row, reason)`` of the readings in data/quarantined.jsonl: listed
+    (the first MAX_HTML_GAPS) as not data, counted nowhere else.
+    """
     p: list[str] = [
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
         f"<title>farmtel export: {_esc(plantation)}</title><style>{_CSS}</style></head><body>",
@@ -390,6 +396,7 @@ def render_html(
         p.append("</table>")
         if len(gaps) > MAX_HTML_GAPS:
             p.append(f"<p>First {MAX_HTML_GAPS} of {len(gaps)} gaps shown; all in gaps.csv.</p>")
+    p.append(_quarantine_section(quarantined))
     p.append("<h2>Calibration versions in use</h2>")
     cal = stats.calibration_history()
     if not cal:
@@ -413,3 +420,44 @@ def render_html(
         "</body></html>\n"
     )
     return "".join(p).encode()
+
+
+_QUARANTINE_REASONS = {
+    "future": "dated ahead of the ingest's clock by more than its allowed skew",
+    "before_registration": "dated before the gateway was registered",
+}
+
+
+def _quarantine_section(quarantined: Sequence[tuple[ReadingRow, str]]) -> str:
+    """The "Quarantined readings" part of report.html."""
+    if not quarantined:
+        return ""
+    counts: dict[str, int] = {}
+    for _, reason in quarantined:
+        counts[reason] = counts.get(reason, 0) + 1
+    why = "; ".join(
+        f"{n} {_esc(_QUARANTINE_REASONS.get(reason, reason))} (<code>{_esc(reason)}</code>)"
+        for reason, n in sorted(counts.items())
+    )
+    p = [
+        "<h2>Quarantined readings (not data)</h2>",
+        f"<p>{len(quarantined)} reading(s) of these batches are not data: the ingest "
+        f"quarantined them because their timestamp cannot be true: {why}. They are in "
+        "data/quarantined.jsonl only so that their batch signatures can be checked; they "
+        "are not in the readings files, the charts or the completeness figures.</p>",
+        "<table><tr><th>gateway</th><th>sensor</th><th>seq</th><th>claimed time (UTC)</th>"
+        "<th>reason</th><th>batch</th></tr>",
+    ]
+    for r, reason in quarantined[:MAX_HTML_GAPS]:
+        p.append(
+            f"<tr><td>{_esc(r.gateway)}</td><td>{_esc(r.sensor)}</td><td>{r.seq}</td>"
+            f"<td>{_esc(rfc3339_ns(r.ts))}</td><td>{_esc(reason)}</td>"
+            f"<td>{_esc(r.batch)}</td></tr>"
+        )
+    p.append("</table>")
+    if len(quarantined) > MAX_HTML_GAPS:
+        p.append(
+            f"<p>First {MAX_HTML_GAPS} of {len(quarantined)} shown; all in "
+            "data/quarantined.jsonl.</p>"
+        )
+    return "".join(p)

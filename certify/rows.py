@@ -98,6 +98,8 @@ class BatchRow:
     readings: int
     gaps: int
     sig: str
+    quarantined: int = 0
+    """How many of ``readings`` the ingest quarantined (in data/quarantined.jsonl)."""
 
 
 _second_cache: dict[int, str] = {}
@@ -339,6 +341,7 @@ def batch_json_line(b: BatchRow) -> bytes:
                 "readings": b.readings,
                 "gaps": b.gaps,
                 "sig": b.sig,
+                "quarantined": b.quarantined,
             }
         )
         + b"\n"
@@ -355,6 +358,10 @@ def parse_batch_json(line: bytes) -> BatchRow:
     sig = obj.get("sig")
     if type(sig) is not str:
         raise RowError(f"sig is {sig!r}, not a string")
+    # Absent in bundles written before quarantined readings were exported.
+    quarantined = _int(obj, "quarantined") if "quarantined" in obj else 0
+    if not 0 <= quarantined <= _int(obj, "readings"):
+        raise RowError(f"quarantined is {quarantined}, not between 0 and readings")
     return BatchRow(
         _str(obj, "batch"),
         _str(obj, "gateway"),
@@ -365,4 +372,27 @@ def parse_batch_json(line: bytes) -> BatchRow:
         _int(obj, "readings"),
         _int(obj, "gaps"),
         sig,
+        quarantined,
     )
+
+
+def quarantine_json_line(row: ReadingRow, reason: str) -> bytes:
+    """One quarantined.jsonl line: a readings.jsonl row plus ``quarantine_reason`` last."""
+    line = reading_json_line(row)  # ends with b"}\n"
+    return line[:-2] + b',"quarantine_reason":' + orjson.dumps(reason) + b"}\n"
+
+
+def parse_quarantine_json(line: bytes) -> tuple[ReadingRow, str]:
+    """A quarantined.jsonl line back into ``(row, reason)``; :class:`RowError` says what is
+    wrong (as strict as :func:`parse_reading_json`, and the reason must be non-empty text)."""
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError as err:
+        raise RowError(f"not JSON ({err})") from None
+    if type(obj) is not dict:
+        raise RowError("not a JSON object")
+    reason = obj.pop("quarantine_reason", None)
+    if type(reason) is not str or not reason:
+        raise RowError(f"quarantine_reason is {reason!r}, not a non-empty string")
+    row, _ = parse_reading_json(orjson.dumps(obj))
+    return row, reason

@@ -20,6 +20,7 @@ from typing import Any
 from certify.rows import BatchRow, GapRow, ReadingRow
 from ingest.influx import InfluxQuery, Series, quote_ident
 from ingest.mapping import BATCH_MEASUREMENT, GAP_MEASUREMENT, INTERNAL_PREFIX, WHOLE_GATEWAY
+from ingest.quarantine import QUARANTINE_MEASUREMENT
 
 TAG_KEYS = ("plantation", "field", "gateway", "sensor")
 BOOKKEEPING = frozenset({"time", "seq", "clock", "cal", *TAG_KEYS})
@@ -283,6 +284,7 @@ def batches(client: InfluxQuery, plantation: str, span: Span) -> Iterator[BatchR
             readings=int(rec.get("readings") or 0),
             gaps=int(rec.get("gaps") or 0),
             sig=str(rec.get("sig") or ""),
+            quarantined=int(rec.get("quarantined") or 0),
         )
 
 
@@ -324,19 +326,60 @@ def windows(
                 yield gw, sensor, int(v[0]), stats
 
 
-def quarantined(
-    client: InfluxQuery, plantation: str, bounds: Mapping[str, tuple[int, int]]
-) -> dict[str, int]:
-    """``gateway -> readings quarantined`` (measurement ``farmtel_quarantine``) with a seq in
-    the gateway's exported range. Their time is wrong by definition, so no time bound."""
-    counts: dict[str, int] = {}
-    for gw, (lo, hi) in sorted(bounds.items()):
+QUARANTINE_BOOKKEEPING = frozenset(
+    {"time", "seq", "ts_ns", "clock", "kind", "cal", "batch", "reason", *TAG_KEYS}
+)
+"""Columns of ``farmtel_quarantine`` that are not reading values."""
+
+
+def quarantined_rows(
+    client: InfluxQuery, plantation: str, ranges: Mapping[str, tuple[int, int]]
+) -> Iterator[tuple[ReadingRow, str]]:
+    """``(row, reason)`` for every quarantined reading (measurement ``farmtel_quarantine``)
+    of a gateway in ``ranges`` (gateway -> inclusive seq range), by gateway then seq.
+
+    Their time is wrong by definition, so there is no time bound. ``row.batch`` is the
+    point's ``batch`` field ("" for points written before it was stored); ``row.ts`` is
+    the original timestamp. Raises :class:`SourceError` for a point without an integer
+    ``seq`` or without ``kind``/``field``/``clock``.
+    """
+    for gw, (lo, hi) in sorted(ranges.items()):
+        found: list[tuple[ReadingRow, str]] = []
         for s in client.query(
-            "SELECT count(seq) FROM farmtel_quarantine WHERE plantation = $p AND gateway = $g "
-            "AND seq >= $lo AND seq <= $hi",
+            f"SELECT * FROM {quote_ident(QUARANTINE_MEASUREMENT)} WHERE plantation = $p "
+            "AND gateway = $g AND seq >= $lo AND seq <= $hi",
             params={"p": plantation, "g": gw, "lo": lo, "hi": hi},
         ):
-            for row in s.values:
-                if row[1]:
-                    counts[gw] = counts.get(gw, 0) + int(row[1])
-    return counts
+            for v in s.values:
+                rec = dict(zip(s.columns, v, strict=True))
+                seq, kind = rec.get("seq"), rec.get("kind")
+                field_, clock = rec.get("field"), rec.get("clock")
+                if type(seq) is not int or not kind or not field_ or not clock:
+                    raise SourceError(
+                        f"a {QUARANTINE_MEASUREMENT} point of gateway {gw} at {v[0]} ns lacks "
+                        "an integer seq, kind, field or clock; it was not written by farmtel's "
+                        "ingest"
+                    )
+                ts = rec.get("ts_ns")
+                row = ReadingRow(
+                    plantation,
+                    str(field_),
+                    gw,
+                    str(rec.get("sensor") or ""),
+                    str(kind),
+                    ts if type(ts) is int else int(v[0]),
+                    str(clock),
+                    seq,
+                    str(rec["cal"]) if rec.get("cal") else None,
+                    str(rec.get("batch") or ""),
+                    {
+                        c: float(x)
+                        for c, x in sorted(rec.items())
+                        if c not in QUARANTINE_BOOKKEEPING
+                        and x is not None
+                        and not isinstance(x, str | bool)
+                    },
+                )
+                found.append((row, str(rec.get("reason") or "")))
+        found.sort(key=lambda rr: rr[0].seq)
+        yield from found

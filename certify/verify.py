@@ -7,11 +7,13 @@ Checks, in order:
    loud note, the key inside the bundle;
 3. readings.csv says the same as readings.jsonl, row for row;
 4. every batch signature, against the gateway's keys in registry.json, over the canonical
-   message (contract/signing.py) rebuilt from the batch's readings (its gateway and seq
-   range) and its declared gaps; a reading outside every signed batch is a failure;
+   message (contract/signing.py) rebuilt from the batch's readings and quarantined readings
+   (data/quarantined.jsonl; by gateway and seq range) and its declared gaps; a reading
+   outside every signed batch is a failure, and so is a batch whose record counts a
+   different number of quarantined readings than the bundle holds;
 5. sequence continuity per gateway: every seq between a gateway's first and last exported
-   reading is either a reading or skipped by a declared gap (``seq``/``count``), and no seq
-   appears twice.
+   reading is a reading, a quarantined reading (delivered, just not data) or skipped by a
+   declared gap (``seq``/``count``), and no seq appears twice.
 
 Readings stream through in one pass; memory holds the batch records, the gaps, the
 readings of batches not yet complete, and per gateway a list of seq ranges.
@@ -40,6 +42,7 @@ from certify.rows import (
     csv_line,
     parse_batch_json,
     parse_gap_cells,
+    parse_quarantine_json,
     parse_reading_json,
     reading_csv_line,
 )
@@ -55,6 +58,8 @@ REQUIRED = (
     "data/completeness.csv",
     "data/report.html",
 )
+QUARANTINED = "data/quarantined.jsonl"
+"""Optional: bundles written before quarantined readings were exported lack it."""
 MAX_LISTED = 50
 """Failures of one kind listed by name before the rest are only counted."""
 
@@ -64,6 +69,7 @@ class Verdict:
     failures: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     readings: int = 0
+    quarantined: int = 0
     batches: int = 0
     batches_verified: int = 0
     gaps: int = 0
@@ -87,6 +93,12 @@ class Verdict:
                 f"VERDICT: VALID. {self.readings} readings in {self.batches} batches, every "
                 f"batch signature checks ({self.batches_verified}), {self.gaps} declared gaps "
                 "cover every hole in the sequence numbers."
+                + (
+                    f" {self.quarantined} quarantined reading(s) (not data) are signed with "
+                    "their batches."
+                    if self.quarantined
+                    else ""
+                )
             )
         else:
             n = len(self.failures) + self._suppressed
@@ -137,6 +149,8 @@ class _SeqSet:
 class _OpenBatch:
     row: BatchRow
     readings: list[ReadingRow] = field(default_factory=list)
+    quarantined: int = 0
+    """How many of ``readings`` came from data/quarantined.jsonl."""
     done: bool = False
 
 
@@ -234,6 +248,11 @@ def _check_batch(
             f"{where}: the bundle holds {len(ob.readings)} readings and {len(gaps)} gaps of it, "
             f"the record says {b.readings} and {b.gaps}"
         )
+    if ob.quarantined != b.quarantined:
+        verdict.fail(
+            f"{where}: {QUARANTINED} holds {ob.quarantined} quarantined reading(s) of it, "
+            f"the record says {b.quarantined}"
+        )
     message = signing.canonical_message(
         plantation,
         b.gateway,
@@ -282,6 +301,8 @@ def _check_content(src: BundleSource, plantation: str, verdict: Verdict) -> None
         gaps_by_batch.setdefault(g.batch, []).append(g)
 
     seqs: dict[str, _SeqSet] = {}
+    if QUARANTINED in set(src.names()):
+        _load_quarantined(src, plantation, batches, seqs, verdict)
     csv_lines = iter_lines(src, "data/readings.csv")
     header = next(csv_lines, b"").decode("utf-8", errors="replace").rstrip("\r").split(",")
     fixed = list(READING_FIXED_COLUMNS)
@@ -351,6 +372,50 @@ def _check_content(src: BundleSource, plantation: str, verdict: Verdict) -> None
         if not ob.done:
             _check_batch(ob, plantation, keys, gaps_by_batch, verdict)
     _check_continuity(seqs, gaps, verdict)
+
+
+def _load_quarantined(
+    src: BundleSource,
+    plantation: str,
+    batches: dict[str, _OpenBatch],
+    seqs: dict[str, _SeqSet],
+    verdict: Verdict,
+) -> None:
+    """Put each quarantined reading in its batch (for the signature) and its seq in
+    ``seqs`` (for continuity), before the readings stream through."""
+    for n, line in enumerate(iter_lines(src, QUARANTINED), 1):
+        if not line:
+            continue
+        where = f"{QUARANTINED} line {n}"
+        try:
+            r, _reason = parse_quarantine_json(line)
+        except RowError as err:
+            verdict.fail(f"{where}: {err}")
+            continue
+        verdict.quarantined += 1
+        if r.plantation != plantation:
+            verdict.fail(f"{where}: plantation {r.plantation}, the bundle is for {plantation}")
+        s = seqs.get(r.gateway)
+        if s is None:
+            s = seqs[r.gateway] = _SeqSet()
+        if not s.add(r.seq):
+            verdict.fail(f"{where}: gateway {r.gateway} seq {r.seq} appears twice")
+        ob = batches.get(r.batch)
+        if ob is None:
+            verdict.fail(
+                f"{where}: quarantined reading {r.gateway} seq {r.seq} is in no signed batch "
+                f"of the bundle (batch {r.batch!r})"
+            )
+            continue
+        b = ob.row
+        if b.gateway != r.gateway or not b.first_seq <= r.seq <= b.last_seq:
+            verdict.fail(
+                f"{where}: quarantined reading {r.gateway} seq {r.seq} is outside batch "
+                f"{b.batch} ({b.gateway} seq {b.first_seq}..{b.last_seq})"
+            )
+            continue
+        ob.readings.append(r)
+        ob.quarantined += 1
 
 
 def _check_continuity(seqs: dict[str, _SeqSet], gaps: list[GapRow], verdict: Verdict) -> None:

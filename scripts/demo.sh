@@ -36,15 +36,15 @@ trap 'exit 130' INT TERM
 echo "==> starting a private Mosquitto and InfluxDB (state in $STATE/stack)"
 eval "$("$PY" -m devstack start --state "$STATE/stack")"
 
-echo "==> starting three simulated sensors on pseudo-terminals"
-"$PY" -m sensors.text_line.simulator --link "$STATE/tty-soil-north" --format csv \
-    --columns moisture_pct,temp_c,ec_us_cm --rate 1 --seed 1 >"$STATE/sim-soil-north.log" 2>&1 &
+echo "==> starting three simulated sensors on pseudo-terminals (SDI-12, text lines, NMEA 0183)"
+"$PY" -m sensors.sdi12.simulator --link "$STATE/tty-soil-north" --address 0 --profile teros12 \
+    --seed 1 >"$STATE/sim-soil-north.log" 2>&1 &
 pids+=($!)
 "$PY" -m sensors.text_line.simulator --link "$STATE/tty-soil-south" --format kv \
     --columns moisture_pct,temp_c,ph --rate 1 --seed 2 >"$STATE/sim-soil-south.log" 2>&1 &
 pids+=($!)
-"$PY" -m sensors.text_line.simulator --link "$STATE/tty-weather" --format json \
-    --columns air_temp_c,humidity_pct,wind_ms --rate 0.5 --seed 3 >"$STATE/sim-weather.log" 2>&1 &
+"$PY" -m sensors.nmea_weather.simulator --link "$STATE/tty-weather" --rate 0.5 --seed 3 \
+    >"$STATE/sim-weather.log" 2>&1 &
 pids+=($!)
 
 cat >"$STATE/gateway.toml" <<TOML
@@ -59,12 +59,13 @@ interval = 5
 [[sensors]]
 id = "soil-north"
 field = "north-paddy"
-driver = "text_line"
+driver = "sdi12"
 kind = "soil"
 port = "$STATE/tty-soil-north"
-format = "csv"
-# The board prints its line counter first; "_" skips that column.
-columns = ["_", "moisture_pct", "temp_c", "ec_us_cm"]
+# A METER TEROS 12 at SDI-12 address 0, measured every 5 s.
+address = "0"
+profile = "teros12"
+interval = 5
 
 [[sensors]]
 id = "soil-south"
@@ -77,10 +78,9 @@ format = "kv"
 [[sensors]]
 id = "weather"
 field = "north-paddy"
-driver = "text_line"
+driver = "nmea_weather"
 kind = "weather"
 port = "$STATE/tty-weather"
-format = "json"
 TOML
 
 cat >"$STATE/ingest.toml" <<TOML

@@ -2,8 +2,9 @@
 # Prepare this machine for farmtel development, the demo and the tests. Idempotent.
 #
 #   - Debian packages: mosquitto, influxdb, socat (and python3-venv when venv is missing),
-#     installed only when missing. Works on Debian 12 and Raspberry Pi OS (bookworm), as
-#     root or through sudo.
+#     installed only when missing. With --for-tests also what only the tests need:
+#     chromium (renders the export report) and systemd (systemd-analyze checks the units).
+#     Works on Debian 12 and Raspberry Pi OS (bookworm), as root or through sudo.
 #   - .venv in the repo with `pip install -e '.[dev]'`, redone only when pyproject.toml
 #     changed (its hash is kept in .venv/.farmtel-pyproject.sha256).
 #
@@ -37,10 +38,24 @@ command -v python3 >/dev/null 2>&1 || die "python3 is missing: apt-get install p
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
     || die "python3 is $(python3 -V 2>&1 | cut -d' ' -f2); farmtel needs 3.11 or newer (Debian 12)"
 
+for_tests=false
+case "${1:-}" in
+    --for-tests) for_tests=true ;;
+    "") ;;
+    *) die "unknown option ${1}; usage: scripts/setup.sh [--for-tests]" ;;
+esac
+
+wanted=(mosquitto influxdb socat)
+# chromium: tests/certify render the export report headless. Not needed by the demo.
+$for_tests && wanted+=(chromium)
 missing=()
-for pkg in mosquitto influxdb socat; do
+for pkg in "${wanted[@]}"; do
     installed "$pkg" || missing+=("$pkg")
 done
+# systemd-analyze checks the units in deploy/systemd (tests/deploy); a container may lack it.
+if $for_tests && ! command -v systemd-analyze >/dev/null 2>&1; then
+    missing+=("systemd")
+fi
 # Debian splits venv/ensurepip out of python3.
 if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
     missing+=("python3-venv")
@@ -52,7 +67,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
         "${missing[@]}"
 else
-    say "packages present: mosquitto influxdb socat"
+    say "packages present: ${wanted[*]}"
 fi
 
 [ -x /usr/sbin/mosquitto ] || die "/usr/sbin/mosquitto is missing after install"

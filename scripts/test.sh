@@ -22,7 +22,7 @@ step() {
 }
 
 # Without packages and a venv nothing else can run.
-step "setup" ./scripts/setup.sh || exit 1
+step "setup" ./scripts/setup.sh --for-tests || exit 1
 
 step "ruff check" "$BIN/ruff" check .
 step "ruff format --check" "$BIN/ruff" format --check .

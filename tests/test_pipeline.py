@@ -25,7 +25,6 @@ from tests.support.v2proxy import V2WriteProxy
 pytestmark = pytest.mark.integration
 
 PLANTATION = "hlj-test-001"
-GATEWAY = "gw-pipe"
 COLUMNS = ["counter", "moisture_pct", "temp_c", "ec_us_cm"]
 SENSORS = 4
 # v1: 10,400 readings in all. v2 (influxdb-client through the test proxy): 4,000.
@@ -46,6 +45,13 @@ def _outbox_rows(path: Path) -> int:
         return int(db.execute("SELECT count(*) FROM readings").fetchone()[0])
 
 
+def _ports_open(client: TestClient) -> int:
+    if not client.messages:
+        return 0
+    sensors = orjson.loads(client.messages[-1].payload).get("sensors", {})
+    return sum(1 for s in sensors.values() if s.get("port_open"))
+
+
 def _status_outbox(client: TestClient) -> int | None:
     if not client.messages:
         return None
@@ -58,6 +64,7 @@ def test_readings_stored_exactly_once(stack: Any, influx_db: str, tmp_path: Path
     /api/v2/write through a test-only proxy onto the same server's /write (what 1.8's
     compatibility layer does): no 2.x/3.x server can be installed here."""
     per_sensor = PER_SENSOR[api]
+    gateway = f"gw-pipe-{api}"  # its own retained status per run
     influx_url = stack.influx_url
     proxy = None
     if api == "v2":
@@ -78,7 +85,7 @@ def test_readings_stored_exactly_once(stack: Any, influx_db: str, tmp_path: Path
                 count=per_sensor,
                 record=tmp_path / f"sent{i}.jsonl",
                 seed=100 + i,
-                extra=["--start-delay", "2"],
+                extra=["--start-file", str(tmp_path / "go")],
             )
         )
         sensors.append(
@@ -102,7 +109,7 @@ def test_readings_stored_exactly_once(stack: Any, influx_db: str, tmp_path: Path
     gw = write_toml(
         tmp_path / "gateway.toml",
         {
-            "gateway": {"plantation": PLANTATION, "id": GATEWAY, "state_dir": str(state)},
+            "gateway": {"plantation": PLANTATION, "id": gateway, "state_dir": str(state)},
             "mqtt": {"host": stack.mqtt_host, "port": stack.mqtt_port},
             "outbox": {"batch_size": 500, "receipt_timeout": 10.0},
             "status": {"interval": 1.0},
@@ -125,8 +132,12 @@ def test_readings_stored_exactly_once(stack: Any, influx_db: str, tmp_path: Path
     agent = farmtel("agent", ["agent", "run", "--config", str(gw)], tmp_path / "agent.log")
     q = InfluxQuery(InfluxSettings(url=stack.influx_url, database=influx_db))
     status = TestClient(stack.mqtt_host, stack.mqtt_port)
-    status.subscribe(status_topic(PLANTATION, GATEWAY))
+    status.subscribe(status_topic(PLANTATION, gateway))
     try:
+        # The simulators start once the agent holds every port open, so the test compares
+        # against every line the sensors printed.
+        wait_until(lambda: _ports_open(status) == SENSORS, 60, "the agent to open every port")
+        (tmp_path / "go").touch()
         for sim in sims:
             wait_until(lambda s=sim: not s.alive(), 90, f"{sim.name} to finish")  # type: ignore[misc]
         total = SENSORS * per_sensor
@@ -171,7 +182,7 @@ def test_readings_stored_exactly_once(stack: Any, influx_db: str, tmp_path: Path
             for name in COLUMNS:
                 assert row[name] == rec["values"][name], (name, row, rec)
             assert row["plantation"] == PLANTATION
-            assert row["gateway"] == GATEWAY
+            assert row["gateway"] == gateway
             assert row["sensor"] == f"soil-{i}"
             assert row["field"] == ("north" if i % 2 else "south")
             assert row["clock"] in ("synced", "unsynced")

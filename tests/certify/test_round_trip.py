@@ -62,7 +62,9 @@ def test_round_trip_through_the_cli(history: dict[str, object], tmp_path: Path) 
         "data/registry.json",
         "data/completeness.csv",
         "data/report.html",
+        "data/quarantined.jsonl",
     } == names
+    assert (out / "data/quarantined.jsonl").read_bytes() == b""  # nothing was quarantined
 
     pinned = runner.invoke(cli.app, ["verify", str(out), "--pubkey", str(history["pub"])])
     assert pinned.exit_code == 0, pinned.output
@@ -208,33 +210,77 @@ def test_a_stepped_clock_does_not_break_a_batch(history: dict[str, object], tmp_
     assert verify_bundle(FolderBundle(tmp_path / "s"), org.public_key()).ok
 
 
-def test_quarantined_readings_are_warned_about(history: dict[str, object], tmp_path: Path) -> None:
+def test_quarantined_readings_are_exported_and_verify(
+    history: dict[str, object], tmp_path: Path
+) -> None:
+    """A signed batch with one future-dated reading, split and stored the way the ingest
+    does: the bundle puts that reading in quarantined.jsonl (not in readings), verify
+    rebuilds the signed message from both files and says VALID, and an edit of the
+    quarantined row is caught."""
+    from contract import signing
     from ingest.influx import InfluxSettings, V1Writer
+    from ingest.mapping import batch_to_lines
     from ingest.quarantine import split_batch
 
     plan = GatewayPlan("gw-05", sensors=1)
     batches = list(make_batches("cert-q", plan, 20, batch_size=10))
-    # One reading dated far in the future; the ingest's own split quarantines it.
-    from contract import signing
-
     rs = list(batches[1].readings)
-    rs[3] = rs[3].model_copy(update={"ts": rs[3].ts + 10**15})
+    rs[3] = rs[3].model_copy(update={"ts": rs[3].ts + 10**15})  # 11.6 days ahead
     bad = batches[1].model_copy(update={"readings": rs, "sig": None})
     bad = bad.model_copy(
         update={"sig": signing.sign(plan.key, signing.batch_message("cert-q", bad))}
     )
-    kept, lines = split_batch("cert-q", bad, rs[-1].ts + 1, None, 0)
-    assert len(lines) == 1
-    write_batches(str(history["url"]), str(history["database"]), "cert-q", iter([batches[0], kept]))
+    kept, quarantine = split_batch("cert-q", bad, rs[-1].ts + 1, None, 0)
+    assert len(quarantine) == 1 and len(kept.readings) == 9
+    write_batches(str(history["url"]), str(history["database"]), "cert-q", iter([batches[0]]))
     writer = V1Writer(InfluxSettings(url=str(history["url"]), database=str(history["database"])))
-    writer.write((lines[0] + "\n").encode())
+    writer.write(("\n".join(batch_to_lines("cert-q", kept, signed=bad) + quarantine)).encode())
     writer.close()
     query = history["query"]
     assert isinstance(query, InfluxQuery)
     org = load_org_key(Path(str(history["org"])))
+    out = tmp_path / "q"
     summary = export_bundle(
-        query, "cert-q", Span(*PERIOD), tmp_path / "q", org, registry_json("cert-q", [plan])
+        query, "cert-q", Span(*PERIOD), out, org, registry_json("cert-q", [plan])
     )
-    assert any("1 reading(s) of these gateways were quarantined" in w for w in summary.warnings)
-    verdict = verify_bundle(FolderBundle(tmp_path / "q"), org.public_key())
-    assert not verdict.ok  # the signed batch lacks its quarantined reading
+    assert summary.warnings == []
+    assert summary.readings == 19 and summary.quarantined == 1
+    held = (out / "data/quarantined.jsonl").read_bytes().splitlines()
+    assert len(held) == 1
+    row = orjson.loads(held[0])
+    assert row["seq"] == rs[3].seq and row["ts_ns"] == rs[3].ts
+    assert row["quarantine_reason"] == "future" and row["batch"] == bad.batch
+    assert row["values"] == dict(rs[3].values)
+    seqs = [orjson.loads(line)["seq"] for line in (out / "data/readings.jsonl").open("rb")]
+    assert rs[3].seq not in seqs and len(seqs) == 19
+    record = next(
+        orjson.loads(line)
+        for line in (out / "data/batches.jsonl").open("rb")
+        if orjson.loads(line)["batch"] == bad.batch
+    )
+    assert (record["readings"], record["quarantined"]) == (10, 1)
+    assert (record["first_seq"], record["last_seq"]) == (rs[0].seq, rs[-1].seq)
+    assert "data/quarantined.jsonl" in (out / "manifest-sha256.txt").read_text()
+    report = (out / "data/report.html").read_text()
+    assert "Quarantined readings (not data)" in report and "19 readings" in report
+    completeness = (out / "data/completeness.csv").read_text().splitlines()[1:]
+    assert sum(int(line.split(",")[5]) for line in completeness) == 19
+
+    verdict = verify_bundle(FolderBundle(out), org.public_key())
+    assert verdict.ok, verdict.render()
+    assert verdict.readings == 19 and verdict.quarantined == 1
+    assert "1 quarantined reading(s)" in verdict.render()
+
+    files = MemoryBundle.load(FolderBundle(out)).files
+    value = next(iter(row["values"]))
+    row["values"][value] += 1.0
+    tampered = dict(files)
+    tampered["data/quarantined.jsonl"] = orjson.dumps(row) + b"\n"
+    verdict = verify_bundle(MemoryBundle(reseal(tampered, org)), org.public_key())
+    assert not verdict.ok
+    assert any(f"batch {bad.batch}" in f and "does not match" in f for f in verdict.failures)
+
+    dropped = dict(files)
+    dropped["data/quarantined.jsonl"] = b""
+    text = verify_bundle(MemoryBundle(reseal(dropped, org)), org.public_key()).render()
+    assert "NOT VALID" in text and "quarantined reading(s) of it" in text

@@ -32,7 +32,7 @@ def _lines(data: bytes) -> list[bytes]:
 
 
 def flip_bit(rng: random.Random, f: Files, _k: Ed25519PrivateKey) -> Files:
-    name = rng.choice(sorted(f))
+    name = rng.choice(sorted(n for n in f if f[n]))  # an empty file has no bit to flip
     data = bytearray(f[name])
     i = rng.randrange(len(data))
     data[i] ^= 1 << rng.randrange(8)
@@ -40,7 +40,7 @@ def flip_bit(rng: random.Random, f: Files, _k: Ed25519PrivateKey) -> Files:
 
 
 def truncate(rng: random.Random, f: Files, _k: Ed25519PrivateKey) -> Files:
-    name = rng.choice(sorted(f))
+    name = rng.choice(sorted(n for n in f if f[n]))  # an empty file cannot be shortened
     return {**f, name: f[name][: rng.randrange(len(f[name]))]}
 
 
@@ -312,3 +312,22 @@ def test_the_verdict_names_each_failure(built: Built) -> None:
     text = verify_bundle(MemoryBundle(files), built.org_key.public_key()).render()
     assert text.startswith("VERDICT: NOT VALID.")
     assert "does not match the batch" in text and "the record says" in text
+
+
+def test_bad_quarantined_rows_are_named(built: Built) -> None:
+    """quarantined.jsonl rows that are not JSON, lack a reason, or claim a seq already
+    delivered as a reading are failures, each named by its line."""
+    files = built.memory().files
+    reading = orjson.loads(files["data/readings.jsonl"].split(b"\n")[0])
+    claimed = orjson.dumps({**reading, "quarantine_reason": "future"})
+    files = {
+        **files,
+        "data/quarantined.jsonl": b"not json\n" + orjson.dumps(reading) + b"\n" + claimed + b"\n",
+    }
+    verdict = verify_bundle(MemoryBundle(reseal(files, built.org_key)), built.org_key.public_key())
+    assert not verdict.ok
+    text = "\n".join(verdict.failures)
+    assert "data/quarantined.jsonl line 1: not JSON" in text
+    assert "data/quarantined.jsonl line 2: quarantine_reason is None" in text
+    assert f"seq {reading['seq']} appears twice" in text
+    assert "quarantined reading(s) of it, the record says 0" in text
