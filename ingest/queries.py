@@ -107,18 +107,36 @@ def latest(client: InfluxQuery, plantation: str) -> list[LatestRow]:
         'SELECT * FROM /.*/ WHERE "plantation" = $plantation{span} '
         'GROUP BY "field", "gateway", "sensor" ORDER BY time DESC LIMIT 1'
     )
+    # A sensor that sends its values in several messages (a weather station's MDA and MWV
+    # sentences) has no single newest point holding all of them: take each value's last.
+    each_last = (
+        'SELECT last(*) FROM /.*/ WHERE "plantation" = $plantation{span} '
+        'GROUP BY "field", "gateway", "sensor"'
+    )
     params = {"plantation": plantation}
-    series = client.query(newest.format(span=f" AND time > now() - {LATEST_RECENT}"), params)
+    span = f" AND time > now() - {LATEST_RECENT}"
+    series = client.query(newest.format(span=span), params)
     keys = client.query('SHOW SERIES WHERE "plantation" = $plantation', params)
     stored = sum(1 for s in keys for (key, *_) in s.values if not key.startswith(INTERNAL_PREFIX))
     recent = sum(1 for s in series if s.values and not s.name.startswith(INTERNAL_PREFIX))
     if recent < stored:
-        series = client.query(newest.format(span=""), params)
+        span = ""
+        series = client.query(newest.format(span=span), params)
+    lasts: dict[tuple[str, tuple[tuple[str, str], ...]], dict[str, object]] = {}
+    for s in client.query(each_last.format(span=span), params):
+        if s.values:
+            rec = dict(zip(s.columns, s.values[0], strict=True))
+            lasts[(s.name, tuple(sorted(s.tags.items())))] = {
+                k.removeprefix("last_"): v for k, v in rec.items() if k.startswith("last_")
+            }
     rows = []
     for s in series:
         if s.name.startswith(INTERNAL_PREFIX) or not s.values:
             continue
         record = dict(zip(s.columns, s.values[0], strict=True))
+        for name, value in lasts.get((s.name, tuple(sorted(s.tags.items()))), {}).items():
+            if record.get(name) is None:
+                record[name] = value
         values = {
             k: float(v)
             for k, v in record.items()

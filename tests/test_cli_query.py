@@ -147,3 +147,40 @@ def test_latest_and_history_on_real_data(stack: Any, influx_db: str) -> None:
         ("soil-b", "temp_c"),
     }
     assert all(h["min"] == -2.5 for h in hist_all if h["value"] == "temp_c")
+
+
+@pytest.mark.integration
+def test_latest_merges_values_sent_in_separate_messages(stack: Any, influx_db: str) -> None:
+    """A weather station sends MDA (temperature) and MWV (wind) as separate readings: the
+    latest row shows the last value of each, not only those of the newest message."""
+    writer = make_writer(InfluxSettings(url=stack.influx_url, database=influx_db))
+    now = time.time_ns()
+    tags = {"plantation": P, "field": "north", "gateway": "gw-1", "sensor": "wx"}
+    writer.write(
+        "\n".join(
+            [
+                encode_point("weather", tags, {"air_temp_c": 3.5, "seq": 1}, now - 20_000_000_000),
+                encode_point("weather", tags, {"air_temp_c": 4.5, "seq": 2}, now - 10_000_000_000),
+                encode_point("weather", tags, {"wind_ms": 2.25, "seq": 3}, now - 5_000_000_000),
+            ]
+        ).encode()
+    )
+    res = run_cli(
+        [
+            "query",
+            "latest",
+            "--plantation",
+            P,
+            "--url",
+            stack.influx_url,
+            "--database",
+            influx_db,
+            "--format",
+            "json",
+            "--utc",
+        ]
+    )
+    assert res.returncode == 0, res.stderr
+    (row,) = [json.loads(line) for line in res.stdout.splitlines()]
+    assert row["sensor"] == "wx"
+    assert row["values"] == {"air_temp_c": 4.5, "wind_ms": 2.25}
