@@ -13,9 +13,51 @@ drivers split lines themselves with a cap (the same rules as the ``text_line`` d
 Rejections go to the ``reject(reason, detail)`` callback; nothing is raised.
 """
 
+import time
 from collections.abc import Callable
+from typing import TypeVar
+
+import serial
+
+from sensors.base import SensorPortError
 
 Reject = Callable[[str, bytes], None]
+T = TypeVar("T")
+
+READ_CHUNK_BYTES = 65_536
+"""Most bytes taken from the port in one call."""
+
+
+def read_stream(
+    sensor: str,
+    port_url: str,
+    port: serial.SerialBase | None,
+    timeout: float,
+    feed: Callable[[bytes, int], list[T]],
+) -> list[T]:
+    """The read loop of a streaming driver: hand what arrives to ``feed(chunk, arrival_ns)``
+    until it returns something or ``timeout`` seconds pass (then ``[]``).
+
+    Raises SensorPortError if the port is not open or goes away (unplugged adapter).
+    """
+    if port is None:
+        raise SensorPortError(sensor, "read() before open(); the port is not open")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            chunk = port.read(min(max(port.in_waiting, 1), READ_CHUNK_BYTES))
+        except (serial.SerialException, OSError) as err:
+            raise SensorPortError(
+                sensor,
+                f"port {port_url!r} failed while reading: {err}; check the cable and the "
+                "adapter (the port is reopened on the next open())",
+            ) from err
+        if chunk:
+            out = feed(chunk, time.time_ns())
+            if out:
+                return out
+        if time.monotonic() >= deadline:
+            return []
 
 
 class LineReader:

@@ -12,7 +12,6 @@ same line), XDR quadruples of an unknown type/unit.
 """
 
 import logging
-import time
 from collections import Counter
 from typing import Any, ClassVar
 
@@ -20,13 +19,12 @@ import serial
 
 from sensors import base
 from sensors.base import SensorConfig, SensorPortError
-from sensors.line_reader import LineReader
+from sensors.line_reader import LineReader, read_stream
 from sensors.nmea_weather.config import Config
 from sensors.nmea_weather.sentences import Unknown, parse, split_sentence
 
 log = logging.getLogger(__name__)
 
-READ_CHUNK_BYTES = 65_536
 PORT_POLL_S = 0.1
 """pyserial's own read timeout: how often ``read()`` looks at its deadline while idle."""
 _STEP_BACK_NS = 1_000_000_000
@@ -94,25 +92,8 @@ class Driver(base.Driver):
         (ns) its bytes arrived; sentences that arrive together are stamped 1 ns apart.
         Raises SensorPortError if the port is not open or goes away.
         """
-        port = self._port
-        if port is None:
-            raise SensorPortError(self.config.id, "read() before open(); the port is not open")
-        deadline = time.monotonic() + self.config.timeout
-        while True:
-            try:
-                chunk = port.read(min(max(port.in_waiting, 1), READ_CHUNK_BYTES))
-            except (serial.SerialException, OSError) as err:
-                raise SensorPortError(
-                    self.config.id,
-                    f"port {self.config.port!r} failed while reading: {err}; check the cable "
-                    "and the adapter (the port is reopened on the next open())",
-                ) from err
-            if chunk:
-                samples = self.feed(chunk, time.time_ns())
-                if samples:
-                    return samples
-            if time.monotonic() >= deadline:
-                return []
+        cfg = self.config
+        return read_stream(cfg.id, cfg.port, self._port, cfg.timeout, self.feed)
 
     def feed(self, chunk: bytes, arrival_ns: int) -> list[base.Sample]:
         """Take bytes read from the port; return the samples of the sentences they complete."""

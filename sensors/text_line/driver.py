@@ -20,7 +20,6 @@ Lines that are not used are counted in ``rejected`` by reason, never raised:
 
 import logging
 import math
-import time
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -30,13 +29,12 @@ import serial
 from contract.wire import check_value_name
 from sensors import base
 from sensors.base import SensorConfig, SensorPortError
+from sensors.line_reader import read_stream
 from sensors.text_line.checksum import split_checked
 from sensors.text_line.config import IGNORED_COLUMN, MAX_VALUES, Config
 
 log = logging.getLogger(__name__)
 
-READ_CHUNK_BYTES = 65_536
-"""Most bytes taken from the port in one call."""
 PORT_POLL_S = 0.1
 """pyserial's own read timeout: how often ``read()`` looks at its deadline while idle."""
 _STEP_BACK_NS = 1_000_000_000
@@ -143,26 +141,8 @@ class Driver(base.Driver):
         overwrites another in the store. Raises SensorPortError if the port is not open or
         goes away (unplugged adapter).
         """
-        port = self._port
-        if port is None:
-            raise SensorPortError(self.config.id, "read() before open(); the port is not open")
-        deadline = time.monotonic() + self.config.timeout
-        while True:
-            try:
-                waiting = port.in_waiting
-                chunk = port.read(min(max(waiting, 1), READ_CHUNK_BYTES))
-            except (serial.SerialException, OSError) as err:
-                raise SensorPortError(
-                    self.config.id,
-                    f"port {self.config.port!r} failed while reading: {err}; "
-                    "check the cable and the adapter (the port is reopened on the next open())",
-                ) from err
-            if chunk:
-                samples = self.feed(chunk, time.time_ns())
-                if samples:
-                    return samples
-            if time.monotonic() >= deadline:
-                return []
+        cfg = self.config
+        return read_stream(cfg.id, cfg.port, self._port, cfg.timeout, self.feed)
 
     # -- bytes to samples -----------------------------------------------------------------
 
