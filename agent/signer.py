@@ -7,11 +7,12 @@ the ingest and a certifier can check it against the device registry.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from agent.config import GatewayConfig
 from contract.settings import ConfigError, read_secret
-from contract.wire import Batch
+from contract.wire import Batch, Gap, WireReading
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -55,3 +56,16 @@ class BatchSigner:
 
         sig = sign(self.key, batch_message(self.plantation, batch))
         return batch.model_copy(update={"sig": sig})
+
+    def signature(
+        self, gateway: str, batch_id: str, readings: Sequence[WireReading], gaps: Sequence[Gap]
+    ) -> str | None:
+        """The ``sig`` of the batch of these parts (readings in their wire form), the same
+        :meth:`sign` puts in; None without a key."""
+        if self.key is None:
+            return None
+        from contract.signing import sign, wire_batch_message
+
+        return sign(
+            self.key, wire_batch_message(self.plantation, gateway, batch_id, readings, gaps)
+        )

@@ -20,15 +20,17 @@ the key id is the first 16 hex digits of the SHA-256 of the raw public key.
 
 import base64
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from contract.wire import Batch
+from contract.wire import Batch, Gap, WireReading
 
 SIG_SCHEME = "ed25519"
 
@@ -68,16 +70,24 @@ def canonical_message(
     readings: Iterable[SignedReading],
     gaps: Iterable[SignedGap],
 ) -> bytes:
-    parts = [f"farmtel-batch-v1\nplantation {plantation}\ngateway {gateway}\nbatch {batch_id}\n"]
+    parts = [_head(plantation, gateway, batch_id)]
     for r in sorted(readings, key=lambda r: r.seq):
         vals = ",".join(f"{k}={float(v)!r}" for k, v in sorted(r.values.items()))
         parts.append(
             f"R {r.seq} {r.sensor} {r.field} {r.kind} {r.ts} {r.clock} {r.cal or '-'} {vals}\n"
         )
+    _add_gaps(parts, gaps)
+    return "".join(parts).encode("utf-8")
+
+
+def _head(plantation: str, gateway: str, batch_id: str) -> str:
+    return f"farmtel-batch-v1\nplantation {plantation}\ngateway {gateway}\nbatch {batch_id}\n"
+
+
+def _add_gaps(parts: list[str], gaps: Iterable[SignedGap]) -> None:
     for g in sorted(gaps, key=lambda g: (g.start, g.end, g.sensor or "*", g.reason)):
         seq = "-" if g.seq is None else str(g.seq)
         parts.append(f"G {g.sensor or '*'} {g.start} {g.end} {g.reason} {seq} {g.count}\n")
-    return "".join(parts).encode("utf-8")
 
 
 def batch_message(plantation: str, batch: Batch) -> bytes:
@@ -92,6 +102,54 @@ def batch_message(plantation: str, batch: Batch) -> bytes:
         ),
         (SignedGap(g.sensor, g.start, g.end, g.reason, g.seq, g.count) for g in batch.gaps),
     )
+
+
+_by_seq = itemgetter("seq")
+_value_formats: dict[tuple[str, ...], tuple[str, Callable[[Any], Any], bool]] = {}
+"""Value names in a reading's order -> (``name=%r,...`` sorted by name, getter, one value)."""
+
+
+def _value_format(names: tuple[str, ...]) -> tuple[str, Callable[[Any], Any], bool]:
+    order = sorted(names)
+    form = (
+        ",".join(f"{k.replace('%', '%%')}=%r" for k in order),
+        itemgetter(*order),
+        len(order) == 1,
+    )
+    if len(_value_formats) >= 4096:
+        _value_formats.clear()
+    _value_formats[names] = form
+    return form
+
+
+def wire_batch_message(
+    plantation: str,
+    gateway: str,
+    batch_id: str,
+    readings: Iterable[WireReading],
+    gaps: Iterable[Gap],
+) -> bytes:
+    """:func:`batch_message` of the batch of these parts (readings in their wire form, as
+    ``contract.wire.plain_reading`` returns them, values floats): the same bytes, without
+    building a :class:`Reading` or a :class:`SignedReading` per reading."""
+    parts = [_head(plantation, gateway, batch_id)]
+    append = parts.append
+    formats = _value_formats
+    for r in sorted(readings, key=_by_seq):
+        values = r["values"]
+        names = tuple(values)
+        if names:
+            form, get, one = formats.get(names) or _value_format(names)
+            # "%r" % v is repr(v), and the values of a wire form are floats: repr(float(v)).
+            vals = form % ((get(values),) if one else get(values))
+        else:  # not a valid reading; signed as canonical_message would
+            vals = ""
+        append(
+            f"R {r['seq']} {r['sensor']} {r['field']} {r['kind']} {r['ts']} {r['clock']} "
+            f"{r['cal'] or '-'} {vals}\n"
+        )
+    _add_gaps(parts, (SignedGap(g.sensor, g.start, g.end, g.reason, g.seq, g.count) for g in gaps))
+    return "".join(parts).encode("utf-8")
 
 
 def public_key_bytes(key: Ed25519PublicKey) -> bytes:

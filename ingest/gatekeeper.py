@@ -26,12 +26,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from contract.settings import ConfigError
-from contract.signing import SignatureError, batch_message, parse_signature, verify
-from contract.wire import Batch
+from contract.signing import (
+    SignatureError,
+    batch_message,
+    parse_signature,
+    verify,
+    wire_batch_message,
+)
+from contract.wire import Batch, Gap, WireReading
 from ingest.registry import GatewayRecord, Registry, RegistryError
 
 log = logging.getLogger(__name__)
@@ -118,44 +124,71 @@ class Gatekeeper:
         """Return when ``batch`` may be stored under ``plantation``; else BatchRefused."""
         if self.registry is None:
             return
+        self._checked(
+            plantation, batch.gateway, batch.sig, lambda: batch_message(plantation, batch)
+        )
+
+    def check_wire(
+        self,
+        plantation: str,
+        gateway: str,
+        batch_id: str,
+        sig: str | None,
+        readings: Sequence[WireReading],
+        gaps: Sequence[Gap],
+    ) -> None:
+        """:meth:`check` for the batch of these parts (readings in their wire form, as the
+        ingest's plain path has them): the same decision, without building the models."""
+        if self.registry is None:
+            return
+        self._checked(
+            plantation,
+            gateway,
+            sig,
+            lambda: wire_batch_message(plantation, gateway, batch_id, readings, gaps),
+        )
+
+    def _checked(
+        self, plantation: str, gateway: str, sig: str | None, message: Callable[[], bytes]
+    ) -> None:
         try:
-            self._check(plantation, batch)
+            self._check(plantation, gateway, sig, message)
         except BatchRefused as err:
             self.refused[err.kind] = self.refused.get(err.kind, 0) + 1
             raise
 
-    def _check(self, plantation: str, batch: Batch) -> None:
+    def _check(
+        self, plantation: str, gateway: str, sig: str | None, message: Callable[[], bytes]
+    ) -> None:
         assert self.registry is not None
-        record = self._record(plantation, batch.gateway)
+        record = self._record(plantation, gateway)
         if record is None:
-            elsewhere = self.registry.plantations_of(batch.gateway)
+            elsewhere = self.registry.plantations_of(gateway)
             hint = f" (a gateway of that id is registered under {', '.join(elsewhere)})"
             raise BatchRefused(
                 "unknown_gateway",
-                f"gateway {batch.gateway!r} is not registered for plantation {plantation!r}"
+                f"gateway {gateway!r} is not registered for plantation {plantation!r}"
                 + (hint if elsewhere else ""),
             )
         now = self._clock()
         if record.revoked_at(now):
             raise BatchRefused(
                 "revoked_gateway",
-                f"gateway {plantation}/{batch.gateway} was revoked at {record.revoked_at_ns} ns",
+                f"gateway {plantation}/{gateway} was revoked at {record.revoked_at_ns} ns",
             )
         keys = record.active_keys(now)
         try:
-            verify(keys, batch.sig, batch_message(plantation, batch))
+            verify(keys, sig, message())
         except SignatureError as err:
-            kid = _key_id_of(batch.sig)
+            kid = _key_id_of(sig)
             if kid is not None and kid not in keys and kid in record.keys:
                 raise BatchRefused(
                     "expired_key",
-                    f"batch of {plantation}/{batch.gateway} is signed with key {kid}, which "
+                    f"batch of {plantation}/{gateway} is signed with key {kid}, which "
                     "was rotated out and may no longer sign new batches; install the bundle "
                     "from `farmtel devices rotate` on the gateway",
                 ) from None
-            raise BatchRefused(
-                "bad_signature", f"batch of {plantation}/{batch.gateway}: {err}"
-            ) from None
+            raise BatchRefused("bad_signature", f"batch of {plantation}/{gateway}: {err}") from None
 
     def close(self) -> None:
         if self.registry is not None:

@@ -18,9 +18,30 @@
   batch as the gateway signed it, quarantined readings included.
 """
 
-from math import isfinite
+from __future__ import annotations
 
-from contract.wire import Batch, ClockQuality, Reading
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from math import isfinite
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from contract.wire import (
+    MAX_BATCH_BYTES,
+    MAX_READINGS_PER_BATCH,
+    SCHEMA_VERSION,
+    Batch,
+    ClockQuality,
+    Gap,
+    Reading,
+    WireReading,
+    known_ident,
+    known_value_name,
+    reading_from_wire,
+)
 from ingest.line_protocol import (
     MAX_TIME_NS,
     LineProtocolError,
@@ -133,47 +154,303 @@ def batch_to_lines(plantation: str, batch: Batch, signed: Batch | None = None) -
     """
     gateway = batch.gateway
     lines = [_reading_line(plantation, gateway, r) for r in batch.readings]
-    for g in batch.gaps:
-        gap_fields: dict[str, float | int | str] = {
-            "end_ns": g.end,
-            "duration_s": max(0, g.end - g.start) / 1e9,
-            # Line protocol cannot carry a line break inside a string field.
-            "detail": g.detail.replace("\r", " ").replace("\n", " "),
-            "batch": batch.batch,
-        }
-        if g.seq is not None:
-            gap_fields["seq"] = g.seq
-            gap_fields["count"] = g.count
-        lines.append(
-            encode_point(
-                GAP_MEASUREMENT,
-                {
-                    "plantation": plantation,
-                    "gateway": gateway,
-                    "sensor": g.sensor or WHOLE_GATEWAY,
-                    "reason": g.reason,
-                },
-                gap_fields,
-                g.start,
-            )
-        )
+    lines += [_gap_line(plantation, gateway, batch.batch, g) for g in batch.gaps]
     whole = batch if signed is None else signed
     seqs = [r.seq for r in whole.readings]
     lines.append(
-        encode_point(
-            BATCH_MEASUREMENT,
-            {"plantation": plantation, "gateway": gateway},
-            {
-                "batch": batch.batch,
-                "boot": batch.boot,
-                "first_seq": min(seqs) if seqs else -1,
-                "last_seq": max(seqs) if seqs else -1,
-                "readings": len(whole.readings),
-                "gaps": len(batch.gaps),
-                "sig": batch.sig or "",
-                "quarantined": len(whole.readings) - len(batch.readings),
-            },
-            batch.sent,
+        _batch_line(
+            plantation,
+            gateway,
+            batch,
+            min(seqs) if seqs else -1,
+            max(seqs) if seqs else -1,
+            len(whole.readings),
+            len(whole.readings) - len(batch.readings),
         )
     )
     return lines
+
+
+def _gap_line(plantation: str, gateway: str, batch_id: str, g: Gap) -> str:
+    gap_fields: dict[str, float | int | str] = {
+        "end_ns": g.end,
+        "duration_s": max(0, g.end - g.start) / 1e9,
+        # Line protocol cannot carry a line break inside a string field.
+        "detail": g.detail.replace("\r", " ").replace("\n", " "),
+        "batch": batch_id,
+    }
+    if g.seq is not None:
+        gap_fields["seq"] = g.seq
+        gap_fields["count"] = g.count
+    return encode_point(
+        GAP_MEASUREMENT,
+        {
+            "plantation": plantation,
+            "gateway": gateway,
+            "sensor": g.sensor or WHOLE_GATEWAY,
+            "reason": g.reason,
+        },
+        gap_fields,
+        g.start,
+    )
+
+
+def _batch_line(
+    plantation: str,
+    gateway: str,
+    batch: Batch | WireBatch,
+    first_seq: int,
+    last_seq: int,
+    readings: int,
+    quarantined: int,
+) -> str:
+    return encode_point(
+        BATCH_MEASUREMENT,
+        {"plantation": plantation, "gateway": gateway},
+        {
+            "batch": batch.batch,
+            "boot": batch.boot,
+            "first_seq": first_seq,
+            "last_seq": last_seq,
+            "readings": readings,
+            "gaps": len(batch.gaps),
+            "sig": batch.sig or "",
+            "quarantined": quarantined,
+        },
+        batch.sent,
+    )
+
+
+# --- the plain path: payload -> lines without pydantic -------------------------------------
+
+
+@dataclass(slots=True)
+class WireBatch:
+    """A batch taken by :func:`plain_batch_lines`: what the ingest needs of it, and its lines.
+
+    Every check of ``contract.wire.decode_batch``, of :func:`batch_to_lines` and of the
+    clock quarantine passed; the readings are in their wire form (dicts, see
+    ``contract.wire.WireReading``), as parsed.
+    """
+
+    gateway: str
+    boot: str
+    batch: str
+    sent: int
+    sig: str | None
+    readings: list[WireReading]
+    gaps: list[Gap]
+    lines: list[str]
+    seqs: Sequence[int]
+    """The readings' seq; a ``range`` when they are consecutive and ascending."""
+
+    def model(self) -> Batch:
+        """The :class:`Batch` (built on demand: alert rules want one)."""
+        return Batch.model_construct(
+            gateway=self.gateway,
+            boot=self.boot,
+            batch=self.batch,
+            sent=self.sent,
+            readings=[reading_from_wire(r) for r in self.readings],
+            gaps=self.gaps,
+            sig=self.sig,
+        )
+
+
+_plain_heads: dict[tuple[str, str], dict[tuple[str, str, str], str]] = {}
+"""(plantation, gateway) -> (kind, field, sensor) -> series head; valid ids only."""
+_plain_value_keys: dict[str, str] = {}
+"""Value name -> escaped field key, for names the contract and the mapping both accept."""
+_plain_clocks = {c.value: f'clock="{c.value}"' for c in ClockQuality}
+_plain_cals: dict[str, str] = {}
+"""Calibration id -> ``,cal="..."`` (quoted), for ids that fit the contract and the line."""
+_BATCH_ID_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+_INT63 = 2**63
+
+
+def _plain_head(
+    heads: dict[tuple[str, str, str], str],
+    key: tuple[str, str, str],
+    plantation: str,
+    gateway: str,
+) -> str | None:
+    kind, field, sensor = key
+    if not (known_ident(kind) and known_ident(field) and known_ident(sensor)):
+        return None
+    if kind.startswith(INTERNAL_PREFIX):
+        return None
+    try:
+        head = encode_series(
+            kind, {"plantation": plantation, "field": field, "gateway": gateway, "sensor": sensor}
+        )
+    except LineProtocolError:
+        return None
+    if len(heads) >= _CACHE_LIMIT:
+        heads.clear()
+    heads[key] = head
+    return head
+
+
+def _plain_value_key(name: object) -> str | None:
+    if not known_value_name(name) or not isinstance(name, str):
+        return None
+    escaped = _value_key(name)
+    if escaped is None:
+        return None
+    if len(_plain_value_keys) >= _CACHE_LIMIT:
+        _plain_value_keys.clear()
+    _plain_value_keys[name] = escaped
+    return escaped
+
+
+def _plain_cal(cal: object) -> str | None:
+    if type(cal) is not str or len(cal) > 128:
+        return None
+    try:
+        quoted = encode_point("m", {}, {"cal": cal}, 0)
+    except LineProtocolError:
+        return None
+    text = "," + quoted[2 : quoted.rindex(" ")]
+    if len(_plain_cals) >= _CACHE_LIMIT:
+        _plain_cals.clear()
+    _plain_cals[cal] = text
+    return text
+
+
+def plain_batch_lines(
+    plantation: str, gateway: str, payload: bytes, ts_low: int, ts_high: int
+) -> WireBatch | None:
+    """The batch in ``payload`` and its line protocol, if it takes no decision but "store".
+
+    ``gateway`` is the topic's. Every reading must be dated within ``ts_low..ts_high`` (the
+    clock quarantine's bounds). Returns None whenever anything is not plainly valid and
+    storable (a batch that would be refused, dead-lettered or partly quarantined, or one in
+    a form the agent does not send): the caller then takes the reference path
+    (``decode_batch``, ``split_batch``, :func:`batch_to_lines`), which decides and says why.
+    Where this returns a batch, that path stores the same lines (tests/test_fast_paths.py).
+
+    One pass per reading checks what pydantic, the line protocol and the quarantine would
+    and writes its line: profiles put pydantic and the line encoding at ~75 % of the
+    ingest's CPU (docs/performance.md).
+    """
+    if len(payload) > MAX_BATCH_BYTES:
+        return None
+    try:
+        raw = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    if type(raw) is not dict or len(raw) != 8:
+        return None
+    try:
+        v, boot, batch_id, sent = raw["v"], raw["boot"], raw["batch"], raw["sent"]
+        rows, gap_rows, sig = raw["readings"], raw["gaps"], raw["sig"]
+        if not (
+            type(v) is int
+            and v == SCHEMA_VERSION
+            and raw["gateway"] == gateway
+            and type(boot) is str
+            and 0 < len(boot) <= 64
+            and type(batch_id) is str
+            and 0 < len(batch_id) <= 64
+            and _BATCH_ID_RE.match(batch_id)
+            and type(sent) is int
+            and 0 <= sent < _INT63
+            and type(rows) is list
+            and len(rows) <= MAX_READINGS_PER_BATCH
+            and type(gap_rows) is list
+            and len(gap_rows) <= 1000
+            and (sig is None or (type(sig) is str and len(sig) <= 256))
+        ):
+            return None
+        gaps: list[Gap] = []
+        for g in gap_rows:
+            gap = _plain_gap(g)
+            if gap is None:
+                return None
+            gaps.append(gap)
+        low = max(ts_low, 0)
+        high = min(ts_high, MAX_TIME_NS)
+        heads = _plain_heads.get((plantation, gateway))
+        if heads is None:
+            if len(_plain_heads) >= _CACHE_LIMIT:
+                _plain_heads.clear()
+            heads = _plain_heads[(plantation, gateway)] = {}
+        value_keys = _plain_value_keys
+        clocks = _plain_clocks
+        lines: list[str] = []
+        add_line = lines.append
+        seqs: list[int] = []
+        add_seq = seqs.append
+        for r in rows:
+            if type(r) is not dict or len(r) != 8:
+                return None
+            key = (r["kind"], r["field"], r["sensor"])
+            head = heads.get(key) or _plain_head(heads, key, plantation, gateway)
+            ts, seq, clock, values, cal = r["ts"], r["seq"], r["clock"], r["values"], r["cal"]
+            clock_field = clocks.get(clock) if type(clock) is str else None
+            if not (
+                head is not None
+                and clock_field is not None
+                and type(ts) is int
+                and low <= ts <= high
+                and type(seq) is int
+                and 0 <= seq < _INT63
+                and type(values) is dict
+                and 0 < len(values) <= 64
+            ):
+                return None
+            body = []
+            for name, value in values.items():
+                escaped = value_keys.get(name) or _plain_value_key(name)
+                # value - value is 0.0 for a finite float, NaN for infinities and NaN.
+                if escaped is None or type(value) is not float or value - value != 0.0:
+                    return None
+                body.append(f"{escaped}={value!r}")
+            if cal is None or cal == "":
+                add_line(f"{head} {','.join(body)},seq={seq}i,{clock_field} {ts}")
+            else:
+                cal_field = _plain_cals.get(cal) or _plain_cal(cal)
+                if cal_field is None:
+                    return None
+                add_line(f"{head} {','.join(body)},seq={seq}i,{clock_field}{cal_field} {ts}")
+            add_seq(seq)
+        batch = WireBatch(gateway, boot, batch_id, sent, sig, rows, gaps, lines, seqs)
+        lines += [_gap_line(plantation, gateway, batch_id, g) for g in gaps]
+        if seqs and seqs == list(range(seqs[0], seqs[0] + len(seqs))):
+            batch.seqs = range(seqs[0], seqs[-1] + 1)
+            first, last = seqs[0], seqs[-1]
+        else:
+            first, last = (min(seqs), max(seqs)) if seqs else (-1, -1)
+        lines.append(_batch_line(plantation, gateway, batch, first, last, len(rows), 0))
+    except (KeyError, TypeError, LineProtocolError):
+        # A key missing (pydantic may default it), an unhashable id, an unstorable string.
+        return None
+    return batch
+
+
+def _plain_gap(raw: Any) -> Gap | None:
+    """The :class:`Gap` of a wire dict as the agent sends it (every field, exact types) if
+    plainly valid, else None."""
+    if type(raw) is not dict or len(raw) != 7:
+        return None
+    sensor, start, end = raw["sensor"], raw["start"], raw["end"]
+    reason, detail, seq, count = raw["reason"], raw["detail"], raw["seq"], raw["count"]
+    if not (
+        (sensor is None or known_ident(sensor))
+        and type(start) is int
+        and 0 <= start < _INT63
+        and type(end) is int
+        and 0 <= end < _INT63
+        and type(reason) is str
+        and type(detail) is str
+        and len(detail) <= 500
+        and (seq is None or (type(seq) is int and 0 <= seq < _INT63))
+        and type(count) is int
+        and count >= 0
+    ):
+        return None
+    try:
+        # Exact builtin types only, so pydantic's Python mode decides as on the JSON.
+        return Gap.model_validate(raw)
+    except ValidationError:
+        return None

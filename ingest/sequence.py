@@ -99,6 +99,9 @@ class GatewaySeq:
 
 def _runs(seqs: Iterable[int]) -> list[tuple[int, int]]:
     """Sorted seq as closed runs of consecutive numbers; repeats within one call kept apart."""
+    if type(seqs) is range and seqs.step == 1:
+        # A batch as the agent sends it (the ingest passes its seq as a range): one run.
+        return [(seqs.start, seqs.stop - 1)] if seqs else []
     out: list[tuple[int, int]] = []
     for s in sorted(seqs):
         if out and s == out[-1][1] + 1:

@@ -9,12 +9,15 @@ Memory stays bounded under an InfluxDB outage: the broker hands us at most
 ``receive_maximum`` unacked messages, and we stop acking while writes fail.
 """
 
+import gc
 import logging
 import queue
 import signal
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import chain
 from types import FrameType
 from typing import Any
 
@@ -37,13 +40,29 @@ from ingest.deadletter import DeadLetters
 from ingest.gatekeeper import BatchRefused, Gatekeeper
 from ingest.influx import InfluxRejected, InfluxUnavailable, InfluxWriter, make_writer
 from ingest.line_protocol import LineProtocolError
-from ingest.mapping import MappingError, batch_to_lines
+from ingest.mapping import MappingError, WireBatch, batch_to_lines, plain_batch_lines
 from ingest.metrics import ingest_metrics_server
 from ingest.quarantine import config_not_before_ns, split_batch
 from ingest.selfmetrics import SelfMetrics
 from ingest.sequence import SequenceTracker
 
 log = logging.getLogger(__name__)
+
+GC_THRESHOLD0 = 20_000
+"""Allocations between young-generation collections (Python's default: 700)."""
+
+
+def tune_gc() -> None:
+    """Collect garbage less often in this process; call once it has started.
+
+    The writer thread allocates some 20 objects per reading (parsed payload, lines) that live
+    until their batch is stored and form no reference cycles. With the default threshold the
+    collector walks each of them several times before it dies: 0.5-1.2 us per reading, ~10 %
+    of the ingest's CPU (measured on the plain path with 100 distinct batches, 16 in
+    flight). Objects alive at start-up (modules, config) are frozen out of the walks.
+    """
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD0, 10, 10)
 
 
 @dataclass(slots=True)
@@ -58,9 +77,18 @@ class Inbound:
 class Decoded:
     msg: Inbound
     plantation: str
-    batch: Batch
+    batch: Batch | WireBatch
+    """The model (reference path) or the plain batch (ingest.mapping.plain_batch_lines)."""
     lines: list[str]
     quarantined: int = 0
+
+    def seqs(self) -> Iterable[int]:
+        if isinstance(self.batch, WireBatch):
+            return self.batch.seqs
+        return (r.seq for r in self.batch.readings)
+
+    def model(self) -> Batch:
+        return self.batch.model() if isinstance(self.batch, WireBatch) else self.batch
 
 
 class Ingest:
@@ -159,6 +187,31 @@ class Ingest:
             parts = parse_topic(msg.topic)
             if parts.channel != "telemetry":
                 raise PayloadError(f"topic {msg.topic!r} is not a telemetry topic")
+            now = time.time_ns()
+            not_before = self.gatekeeper.not_before_ns(
+                parts.plantation, parts.gateway, self._not_before_ns
+            )
+            max_future = int(self.config.ingest.max_future_skew * 1e9)
+            # A batch as the agent sends it, to be stored whole: checked and encoded in one
+            # pass without pydantic. Anything else takes the reference path below, which
+            # decides (the same way) and says why.
+            plain = plain_batch_lines(
+                parts.plantation,
+                parts.gateway,
+                msg.payload,
+                0 if not_before is None else not_before,
+                now + max_future,
+            )
+            if plain is not None:
+                self.gatekeeper.check_wire(
+                    parts.plantation,
+                    plain.gateway,
+                    plain.batch,
+                    plain.sig,
+                    plain.readings,
+                    plain.gaps,
+                )
+                return Decoded(msg, parts.plantation, plain, plain.lines)
             batch = decode_batch(msg.payload)
             if batch.gateway != parts.gateway:
                 raise PayloadError(
@@ -166,13 +219,7 @@ class Ingest:
                     f"{parts.gateway!r}"
                 )
             self.gatekeeper.check(parts.plantation, batch)
-            kept, quarantine = split_batch(
-                parts.plantation,
-                batch,
-                time.time_ns(),
-                self.gatekeeper.not_before_ns(parts.plantation, batch.gateway, self._not_before_ns),
-                int(self.config.ingest.max_future_skew * 1e9),
-            )
+            kept, quarantine = split_batch(parts.plantation, batch, now, not_before, max_future)
             lines = batch_to_lines(parts.plantation, kept, signed=batch) + quarantine
             return Decoded(msg, parts.plantation, batch, lines, len(quarantine))
         except BatchRefused as err:
@@ -220,7 +267,7 @@ class Ingest:
                 self._store(decoded)
 
     def _store(self, items: list[Decoded]) -> None:
-        body = "\n".join(line for d in items for line in d.lines).encode()
+        body = "\n".join(chain.from_iterable(d.lines for d in items)).encode()
         backoff = 0.2
         while True:
             try:
@@ -260,11 +307,12 @@ class Ingest:
             self.counters["duplicates"] += self.sequence.observe(
                 d.plantation,
                 d.batch.gateway,
-                (r.seq for r in d.batch.readings),
+                d.seqs(),
                 [(g.seq, g.count) for g in d.batch.gaps if g.seq is not None],
             )
             self.counters["seq_holes"] = self.sequence.holes_total
-            self.alerts.observe(d.plantation, d.batch)
+            if self.alerts.rules:
+                self.alerts.observe(d.plantation, d.model())
 
     # lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -310,6 +358,7 @@ class Ingest:
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
         self.start()
+        tune_gc()
         while not self.stop_event.wait(1.0):
             pass
         self.stop()

@@ -1,5 +1,6 @@
 """The fast paths from the profiles write exactly what the reference code writes: the cached
-reading encoder of ingest/mapping.py and the hand-built encode_batch of contract/wire.py."""
+reading encoder of ingest/mapping.py, the hand-built encode_batch of contract/wire.py, and the
+plain path (readings as dicts, no pydantic) of the agent's outbox and of the ingest."""
 
 import math
 
@@ -8,10 +9,24 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from contract.wire import Batch, ClockQuality, Gap, Reading, decode_batch, encode_batch
+from contract.signing import batch_message, wire_batch_message
+from contract.wire import (
+    MAX_BATCH_BYTES,
+    Batch,
+    ClockQuality,
+    Gap,
+    Reading,
+    decode_batch,
+    encode_batch,
+    encode_wire_batch,
+    plain_reading,
+    reading_from_wire,
+    wire_form,
+)
 from ingest import mapping
 from ingest.line_protocol import LineProtocolError
-from ingest.mapping import MappingError, batch_to_lines
+from ingest.mapping import MappingError, batch_to_lines, plain_batch_lines
+from ingest.quarantine import split_batch
 
 IDS = st.sampled_from(["soil-1", "north", "gw-1", "a", "x_y", "z9", "soil", "weather"])
 # Value names the contract allows, including ones that clash with a tag key or start oddly.
@@ -133,3 +148,328 @@ def test_encode_batch_writes_what_model_dump_writes(
     )
     assert encode_batch(batch) == orjson.dumps(batch.model_dump(mode="json"))
     assert decode_batch(encode_batch(batch)) == batch
+
+
+# --- the plain path: readings as dicts, without pydantic --------------------------------------
+# contract.wire.plain_reading (agent outbox), ingest.mapping.plain_batch_lines (ingest) and
+# contract.signing.wire_batch_message must decide and write exactly what the reference path
+# (pydantic models, decode_batch, split_batch, batch_to_lines, batch_message) decides and writes.
+
+
+def _mostly(
+    valid: st.SearchStrategy[object], odd: st.SearchStrategy[object]
+) -> st.SearchStrategy[object]:
+    """``valid`` about 6 times in 7, else ``odd``: most generated readings are valid."""
+    return st.sampled_from([True] * 6 + [False]).flatmap(lambda ok: valid if ok else odd)
+
+
+ANY_ID = _mostly(IDS, st.sampled_from(["", "GW", "a b", "-x", "x" * 64, "é", "farmtel_gap", 7]))
+ANY_NAME = _mostly(NAMES, st.sampled_from(["seq", "clock", "cal", "time", "Temp", "_x", "a" * 64]))
+ANY_VALUE = _mostly(
+    VALUES,
+    st.sampled_from([math.nan, math.inf, -math.inf, True, "1.5", None]) | st.integers(-5, 5),
+)
+ANY_INT = _mostly(
+    st.integers(0, 2**63 - 1),
+    st.sampled_from([-1, 2**63 - 1, 2**63, 2**64, 0, 5.0, True, "5"]),
+)
+ANY_CLOCK = _mostly(
+    st.sampled_from([c.value for c in ClockQuality]), st.sampled_from(["maybe", "SYNCED", "", 1])
+)
+ANY_CAL = _mostly(
+    st.none() | st.sampled_from(["", "v2", 'q"uote\\', "x" * 128]),
+    st.sampled_from(["x" * 129, 3, b"v1"]),
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    sensor=ANY_ID,
+    field=ANY_ID,
+    kind=ANY_ID,
+    ts=ANY_INT,
+    clock=ANY_CLOCK,
+    seq=ANY_INT,
+    values=_mostly(
+        st.dictionaries(ANY_NAME, ANY_VALUE, min_size=1, max_size=4),
+        st.just({}) | st.just([1.0]) | st.just({f"v{i}": 1.0 for i in range(65)}),
+    ),
+    cal=ANY_CAL,
+)
+def test_plain_reading_decides_like_pydantic(
+    sensor: object,
+    field: object,
+    kind: object,
+    ts: object,
+    clock: object,
+    seq: object,
+    values: object,
+    cal: object,
+) -> None:
+    fields = {
+        "sensor": sensor,
+        "field": field,
+        "kind": kind,
+        "ts": ts,
+        "clock": clock,
+        "seq": seq,
+        "values": values,
+        "cal": cal,
+    }
+    plain = plain_reading(sensor, field, kind, ts, clock, seq, values, cal)
+    try:
+        model = Reading.model_validate(fields)
+    except ValueError:
+        assert plain is None
+        return
+    if plain is not None:  # None is allowed: pydantic decides (and coerces) then
+        assert plain == wire_form(model)
+        assert [type(v) for v in plain["values"].values()] == [float] * len(model.values)
+        assert reading_from_wire(plain) == model
+        assert reading_from_wire(plain).model_dump() == model.model_dump()
+
+
+def _reference(plantation: str, gateway: str, payload: bytes, now: int, not_before: int | None):
+    """What ingest/service.py does without the plain path: lines, or the error's text."""
+    try:
+        batch = decode_batch(payload)
+        if batch.gateway != gateway:
+            return "gateway differs"
+        kept, quarantine = split_batch(plantation, batch, now, not_before, 300 * 10**9)
+        return batch_to_lines(plantation, kept, signed=batch) + quarantine, batch, quarantine
+    except (ValueError, MappingError, LineProtocolError) as err:
+        return f"refused: {err}"
+
+
+def _agree(payload: bytes, not_before: int | None = None) -> bool:
+    """The plain path stores what the reference path stores, or leaves the batch to it."""
+    now = 1_800_000_000_000_000_000
+    plain = plain_batch_lines(
+        "hlj-001", "gw-1", payload, 0 if not_before is None else not_before, now + 300 * 10**9
+    )
+    ref = _reference("hlj-001", "gw-1", payload, now, not_before)
+    if plain is None:
+        return False
+    assert isinstance(ref, tuple), ref
+    lines, batch, quarantine = ref
+    assert not quarantine
+    assert plain.lines == lines
+    assert plain.model() == batch
+    assert encode_batch(plain.model()) == encode_batch(batch)  # fields in the models' order
+    assert list(plain.seqs) == [r.seq for r in batch.readings]
+    assert wire_batch_message("hlj-001", "gw-1", plain.batch, plain.readings, plain.gaps) == (
+        batch_message("hlj-001", batch)
+    )
+    return True
+
+
+GAPS = st.lists(
+    st.builds(
+        Gap,
+        sensor=st.none() | IDS,
+        start=st.integers(0, 2**62),
+        end=st.integers(0, 2**62),
+        reason=st.sampled_from(["sensor_silent", "outbox_full", "storage_corrupt"]),
+        detail=st.sampled_from(["", "no answer", "two\nlines", 'q"uote']),
+        seq=st.none() | st.integers(0, 2**40),
+        count=st.integers(0, 100),
+    ),
+    max_size=2,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    readings=st.lists(
+        st.builds(
+            _reading,
+            sensor=IDS,
+            kind=IDS,
+            # Mostly before the test's "now" (1.8e18 ns); later ones are quarantined.
+            ts=st.integers(0, 1_800_000_000_000_000_000)
+            | st.sampled_from([2**63 - 2, 2**63 - 1, 1_800_000_300_000_000_001]),
+            seq=st.integers(0, 2**63 - 1),
+            values=st.dictionaries(NAMES, VALUES, min_size=1, max_size=4),
+            cal=st.none() | st.sampled_from(["", "v1", 'q"uote\\', "a b,c=d"]),
+            clock=st.sampled_from(list(ClockQuality)),
+        ),
+        max_size=6,
+    ),
+    gaps=GAPS,
+    consecutive=st.booleans(),
+    sig=st.none() | st.just("ed25519:abc"),
+    not_before=st.none() | st.sampled_from([0, 1_764_400_000_000_000_000]),
+)
+def test_plain_batch_lines_store_what_the_reference_path_stores(
+    readings: list[Reading],
+    gaps: list[Gap],
+    consecutive: bool,
+    sig: str | None,
+    not_before: int | None,
+) -> None:
+    if consecutive:
+        readings = [r.model_copy(update={"seq": 40 + n}) for n, r in enumerate(readings)]
+    batch = Batch(
+        gateway="gw-1", boot="b", batch="b1", sent=5, readings=readings, gaps=gaps, sig=sig
+    )
+    payload = encode_batch(batch)
+    if _agree(payload, not_before):
+        plain = plain_batch_lines("hlj-001", "gw-1", payload, 0, 2**63)
+        assert plain is not None
+        if consecutive and readings:
+            assert isinstance(plain.seqs, range)
+
+
+def test_a_batch_as_the_agent_sends_it_takes_the_plain_path() -> None:
+    batch = Batch(
+        gateway="gw-1",
+        boot="b",
+        batch="b1",
+        sent=5,
+        readings=[_reading(seq=s, cal="v1" if s % 2 else None) for s in range(3)],
+        gaps=[Gap(sensor="soil-1", start=1, end=2, reason="sensor_silent", detail="x")],
+    )
+    assert _agree(encode_batch(batch))
+
+
+_GOOD = orjson.loads(
+    encode_batch(
+        Batch(
+            gateway="gw-1",
+            boot="b",
+            batch="b1",
+            sent=5,
+            readings=[_reading(seq=1)],
+            gaps=[Gap(start=1, end=2, reason="sensor_silent", detail="x", seq=3, count=1)],
+        )
+    )
+)
+
+
+def _edit(path: str, value: object) -> bytes:
+    doc = orjson.loads(orjson.dumps(_GOOD))
+    *keys, last = path.split(".")
+    target = doc
+    for k in keys:
+        target = target[int(k)] if k.isdigit() else target[k]
+    if value is _DROP:
+        del target[last]
+    else:
+        target[last] = value
+    return orjson.dumps(doc)
+
+
+_DROP = object()
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("v", 2),
+        ("v", True),
+        ("v", 1.0),
+        ("v", _DROP),
+        ("gateway", "gw-2"),
+        ("gateway", "GW-1"),
+        ("boot", ""),
+        ("boot", "b" * 65),
+        ("batch", "a b"),
+        ("sent", -1),
+        ("sent", 2**63 - 1),
+        ("sig", 5),
+        ("sig", "s" * 257),
+        ("gaps", _DROP),
+        ("sig", _DROP),
+        ("extra", 1),
+        ("readings.0.ts", 1.5e18),
+        ("readings.0.ts", 2**63 - 1),
+        ("readings.0.ts", True),
+        ("readings.0.seq", -1),
+        ("readings.0.clock", "maybe"),
+        ("readings.0.values", {}),
+        ("readings.0.values", {"moisture_pct": 3}),
+        ("readings.0.values", {"seq": 1.0}),
+        ("readings.0.values", {"field": 1.0}),
+        ("readings.0.values", {"x": None}),
+        ("readings.0.cal", _DROP),
+        ("readings.0.cal", 5),
+        ("readings.0.cal", "a\nb"),
+        ("readings.0.kind", "farmtel_gap"),
+        ("readings.0.sensor", "Soil"),
+        ("readings.0.extra", 1),
+        ("gaps.0.reason", "bored"),
+        ("gaps.0.count", -1),
+        ("gaps.0.sensor", "S"),
+        ("gaps.0.detail", "d" * 501),
+        ("gaps.0.start", 2**63 - 1),
+        ("gaps.0.seq", _DROP),
+    ],
+)
+def test_plain_path_leaves_every_doubtful_batch_to_the_reference_path(
+    path: str, value: object
+) -> None:
+    payload = _edit(path, value)
+    if _agree(payload):  # the plain path may take a batch only if it stores the same
+        pytest.fail(f"{path}={value!r} was taken; it should be left to pydantic")
+
+
+@pytest.mark.parametrize(
+    ("payload", "taken"),
+    [
+        (b"not json", False),
+        (b"[1]", False),
+        (orjson.dumps(_GOOD).replace(b'"moisture_pct":31.2', b'"moisture_pct":1e400'), False),
+        (orjson.dumps(_GOOD)[:-1] + b',"x":1}', False),
+        (b"{" + b" " * MAX_BATCH_BYTES + b"}", False),
+        (orjson.dumps(_GOOD)[:-1] + b"  }", True),
+        # A repeated key: orjson and pydantic both keep the last one.
+        (orjson.dumps(_GOOD).replace(b'"ts":', b'"ts":1,"ts":'), True),
+        # Keys in another order (another encoder): the same batch.
+        (
+            orjson.dumps(
+                {
+                    **{k: v for k, v in reversed(_GOOD.items())},
+                    "readings": [dict(reversed(r.items())) for r in _GOOD["readings"]],
+                }
+            ),
+            True,
+        ),
+    ],
+)
+def test_plain_path_on_odd_payloads(payload: bytes, taken: bool) -> None:
+    assert _agree(payload) is taken  # _agree checks the lines whenever it is taken
+
+
+def test_plain_path_quarantines_nothing_itself() -> None:
+    future = _edit("readings.0.ts", 1_900_000_000_000_000_000)
+    assert plain_batch_lines("hlj-001", "gw-1", future, 0, 1_800_000_000_000_000_000) is None
+    early = _edit("readings.0.ts", 10)
+    assert plain_batch_lines("hlj-001", "gw-1", early, 11, 2**63) is None
+    assert plain_batch_lines("hlj-001", "gw-1", early, 10, 2**63) is not None
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    readings=st.lists(
+        st.builds(
+            _reading,
+            seq=st.integers(0, 2**63 - 1),
+            values=st.dictionaries(NAMES, VALUES, min_size=1, max_size=4),
+            cal=st.none() | st.just("v1"),
+            clock=st.sampled_from(list(ClockQuality)),
+        ),
+        max_size=5,
+    ),
+    gaps=GAPS,
+    sig=st.none() | st.just("ed25519:abc"),
+)
+def test_wire_encoding_and_signed_message_match_the_models(
+    readings: list[Reading], gaps: list[Gap], sig: str | None
+) -> None:
+    batch = Batch(
+        gateway="gw-1", boot="b", batch="b1", sent=5, readings=readings, gaps=gaps, sig=sig
+    )
+    wire = [wire_form(r) for r in readings]
+    assert encode_wire_batch("gw-1", "b", "b1", 5, wire, gaps, sig) == encode_batch(batch)
+    assert wire_batch_message("p", "gw-1", "b1", wire, gaps) == batch_message("p", batch)
+    assert [reading_from_wire(w) for w in wire] == readings
