@@ -12,9 +12,10 @@ doubt. Sources:
 """
 
 import ctypes
-import ctypes.util
+import functools
 import threading
 import time
+from typing import Any
 
 from contract.wire import ClockQuality
 
@@ -52,16 +53,28 @@ class _Timex(ctypes.Structure):
     ]
 
 
+@functools.cache
+def _adjtimex() -> Any:
+    """libc's ``adjtimex``, or None where there is none.
+
+    Looked up once, in the symbols the process already has loaded (``dlopen(NULL)``):
+    ``ctypes.util.find_library`` would run ``ldconfig -p`` in a child process each time.
+    """
+    try:
+        return ctypes.CDLL(None, use_errno=True).adjtimex
+    except (OSError, AttributeError):
+        return None
+
+
 def kernel_synced() -> bool | None:
     """True when the kernel reports NTP sync, False when not, None when it cannot tell."""
-    name = ctypes.util.find_library("c")
-    if name is None:
+    adjtimex = _adjtimex()
+    if adjtimex is None:
         return None
+    tx = _Timex()
     try:
-        libc = ctypes.CDLL(name, use_errno=True)
-        tx = _Timex()
-        state = libc.adjtimex(ctypes.byref(tx))
-    except (OSError, AttributeError):
+        state = adjtimex(ctypes.byref(tx))
+    except OSError:
         return None
     if state < 0:
         return None

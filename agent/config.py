@@ -54,6 +54,10 @@ class OutboxSettings(Strict):
     doubling up to 10 x this)."""
     commit_interval: Annotated[float, Field(gt=0, le=10)] = 0.2
     """Seconds between outbox commits; readings arriving meanwhile are committed together."""
+    send_delay: Annotated[float, Field(ge=0, le=60)] = 1.0
+    """Seconds a committed reading may wait for more to fill its batch before it is published
+    (it is safe on disk meanwhile). A full batch, and a backlog, go at once; 0 publishes after
+    every commit. Fewer, fuller batches cost the gateway and the ingest less CPU per reading."""
     prune_on: Literal["receipt", "puback"] = "receipt"
     """FOR TESTING ONLY. "receipt" deletes a batch when the ingest says InfluxDB has it;
     "puback" deletes it on the broker's PUBACK, which loses data when the broker crashes

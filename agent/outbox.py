@@ -13,10 +13,11 @@ Layout of the state next to ``path``:
   number (``seq``); each row holds one compact JSON record and a CRC-32 of seq + record,
   checked whenever the row is read for sending. Gaps (declared periods without data) are
   rows of their own, also checksummed.
-- ``<path>.seq``: the sequence high-water mark, rewritten (write, fsync, rename, fsync of the
-  folder) before every group is committed, so seq never repeats even when a corrupt database
-  has to be moved aside. A crash between that write and the commit leaves a hole in seq for
-  readings that were never stored, which is the truth.
+- ``<path>.seq``: the sequence high-water mark, made durable before every group is
+  committed (the older of two copies overwritten in place, then fdatasync; the file is
+  created by write, fsync, rename, fsync of the folder), so seq never repeats even when a
+  corrupt database has to be moved aside. A crash between that write and the commit
+  leaves a hole in seq for readings that were never stored, which is the truth.
 - ``<path>.corrupt-<UTC time>`` (+ ``-wal``/``-shm``): a database that failed its checks on
   open, kept for forensics; see :attr:`Outbox.recovered_from`.
 
@@ -42,18 +43,27 @@ import sqlite3
 import threading
 import time
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from contract.ids import check_ident
-from contract.wire import MAX_READINGS_PER_BATCH, ClockQuality, Gap, Reading
+from contract.wire import (
+    MAX_READINGS_PER_BATCH,
+    ClockQuality,
+    Gap,
+    Reading,
+    WireReading,
+    plain_reading,
+    reading_from_wire,
+    wire_form,
+)
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +94,14 @@ VACUUM_PAGES = 1024
 BUSY_TIMEOUT_S = 2.0
 """How long open() waits for a lock held by another process before giving up."""
 
-_READING_LIST = TypeAdapter(list[Reading])
-
 _SIDECAR_MAGIC = "farmtel-outbox-seq"
-_SIDECAR_VERSION = "1"
+_SIDECAR_VERSION = "2"
+_SIDECAR_VERSIONS = ("1", "2")
+"""Version 1 was one record, replaced by rename; version 2 keeps two copies (see below)."""
+_SIDECAR_PAGE = 4096
+"""Version 2 holds two copies of the record, one per 4 KiB page, overwritten in turn."""
+_SIDECAR_RECORD = 64
+"""Bytes of one record: magic, version, next seq, CRC-32, padded with blanks, then LF."""
 
 _SCHEMA = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID",
@@ -175,6 +189,32 @@ class _Unusable(Exception):
     """The file at path is not a usable outbox and must be moved aside; args[0] says why."""
 
 
+def _sidecar_record(next_seq: int) -> bytes:
+    digits = str(next_seq)
+    text = f"{_SIDECAR_MAGIC} {_SIDECAR_VERSION} {digits} {zlib.crc32(digits.encode()):08x}"
+    return text.ljust(_SIDECAR_RECORD - 1).encode("ascii") + b"\n"
+
+
+def _parse_sidecar(page: bytes) -> int | None:
+    """The next seq in one sidecar record (up to its LF), or None if it is not intact."""
+    line, newline, _ = page.partition(b"\n")
+    if not newline:
+        return None
+    try:
+        parts = line.decode("ascii").split()
+    except UnicodeDecodeError:
+        return None
+    if (
+        len(parts) == 4
+        and parts[0] == _SIDECAR_MAGIC
+        and parts[1] in _SIDECAR_VERSIONS
+        and parts[2].isdigit()
+        and parts[3] == f"{zlib.crc32(parts[2].encode()):08x}"
+    ):
+        return int(parts[2])
+    return None
+
+
 def _reading_crc(seq: int, rec: bytes) -> int:
     return zlib.crc32(rec, zlib.crc32(seq.to_bytes(8, "little")))
 
@@ -255,6 +295,8 @@ class Outbox:
 
         self._lock = threading.Lock()
         self._seq_path = Path(f"{self.path}.seq")
+        self._seq_fd: int | None = None
+        self._seq_page = 0
         self._batches: dict[str, _Batch] = {}
         self._assigned_gaps: set[int] = set()
         # Highest seq handed out in a batch: everything at or below it is in flight.
@@ -489,22 +531,22 @@ class Outbox:
     # --- the seq sidecar -------------------------------------------------------------------
     def _read_sidecar(self) -> int | None:
         try:
-            text = self._seq_path.read_text(encoding="ascii")
+            data = self._seq_path.read_bytes()
         except FileNotFoundError:
             return None
-        except (OSError, UnicodeDecodeError) as err:
+        except OSError as err:
             log.error("outbox seq sidecar unreadable path=%s error=%s", self._seq_path, err)
             return None
-        parts = text.split()
-        if (
-            len(parts) == 4
-            and parts[0] == _SIDECAR_MAGIC
-            and parts[1] == _SIDECAR_VERSION
-            and parts[2].isdigit()
-            and parts[3] == f"{zlib.crc32(parts[2].encode()):08x}"
-        ):
-            return int(parts[2])
-        log.error("outbox seq sidecar is damaged path=%s content=%.80r", self._seq_path, text)
+        # Version 2: two copies, one per page; a write torn by a power cut spoils at most the
+        # copy being written, and the other still holds a high-water mark at or above every
+        # committed seq. Version 1 (one record) reads as a file with its first page only.
+        pages = [data[0:_SIDECAR_PAGE], data[_SIDECAR_PAGE : 2 * _SIDECAR_PAGE]]
+        found = [v for v in map(_parse_sidecar, pages) if v is not None]
+        if found:
+            if len(found) < len([p for p in pages if p]):
+                log.warning("outbox seq sidecar has one damaged copy path=%s", self._seq_path)
+            return max(found)
+        log.error("outbox seq sidecar is damaged path=%s content=%.80r", self._seq_path, data)
         return None
 
     def _write_sidecar(self, next_seq: int) -> None:
@@ -512,21 +554,44 @@ class Outbox:
 
         A failed write weakens only the corrupt-database case (the database keeps its own
         high-water mark), so it must not stop readings from being stored.
+
+        The first write of a process creates the file whole (write, fsync, rename, fsync of
+        the folder); later ones overwrite the older of its two copies in place and
+        ``fdatasync`` it: one flush per commit instead of two plus a directory update. The
+        file's mtime (the start of a burned-seq gap) may then lag after a power cut, which
+        only makes that gap start earlier.
         """
-        digits = str(next_seq)
-        data = f"{_SIDECAR_MAGIC} {_SIDECAR_VERSION} {digits} {zlib.crc32(digits.encode()):08x}\n"
-        tmp = Path(f"{self._seq_path}.tmp")
+        record = _sidecar_record(next_seq)
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            try:
-                os.write(fd, data.encode("ascii"))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self._seq_path)
-            _fsync_dir(self._seq_path.parent)
+            if self._seq_fd is None:
+                self._create_sidecar(record)
+            else:
+                os.pwrite(self._seq_fd, record, self._seq_page * _SIDECAR_PAGE)
+                os.fdatasync(self._seq_fd)
+                self._seq_page ^= 1
         except OSError as err:
             log.error("outbox seq sidecar not written path=%s error=%s", self._seq_path, err)
+            self._close_sidecar()  # the next write starts a fresh file
+
+    def _create_sidecar(self, record: bytes) -> None:
+        page = record.ljust(_SIDECAR_PAGE, b"\0")
+        tmp = Path(f"{self._seq_path}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, page + page)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self._seq_path)
+        _fsync_dir(self._seq_path.parent)
+        self._seq_fd = os.open(self._seq_path, os.O_RDWR)
+        self._seq_page = 0
+
+    def _close_sidecar(self) -> None:
+        fd, self._seq_fd = self._seq_fd, None
+        if fd is not None:
+            with suppress(OSError):
+                os.close(fd)
 
     # --- transactions ----------------------------------------------------------------------
     @contextmanager
@@ -576,6 +641,14 @@ class Outbox:
     @staticmethod
     def _encode(new: NewReading) -> bytes | str:
         """The stored record of ``new``, or why it is not a valid reading."""
+        clock = new.clock.value if isinstance(new.clock, ClockQuality) else new.clock
+        # What the scheduler hands in passes the plain checks (no pydantic model per
+        # reading, the committer's largest cost); anything else goes through pydantic, which
+        # decides and says why. Same record either way.
+        if plain_reading(new.sensor, new.field, new.kind, new.ts, clock, 0, new.values, new.cal):
+            return orjson.dumps(
+                [new.sensor, new.field, new.kind, new.ts, clock, new.values, new.cal]
+            )
         try:
             r = Reading(
                 sensor=new.sensor,
@@ -847,47 +920,57 @@ class Outbox:
 
     # --- batches ---------------------------------------------------------------------------
     @staticmethod
-    def _parse_reading(seq: int, rec: bytes, crc: int) -> dict[str, Any] | None:
-        """The fields of a stored reading if its checksum and JSON hold, else None."""
-        if _reading_crc(seq, rec) != crc:
-            return None
-        try:
-            sensor, field_, kind, ts, clock, values, cal = orjson.loads(rec)
-        except (ValueError, TypeError):
-            return None
-        return {
-            "sensor": sensor,
-            "field": field_,
-            "kind": kind,
-            "ts": ts,
-            "clock": clock,
-            "seq": seq,
-            "values": values,
-            "cal": cal,
-        }
+    def _decode_readings(rows: Iterable[Any]) -> tuple[list[WireReading | None], dict[int, int]]:
+        """Each row's wire form, or None where the row fails its checksum or the contract;
+        and the seq of each row that failed, by its index.
 
-    @staticmethod
-    def _validate_reading(fields: dict[str, Any] | None) -> Reading | None:
-        if fields is None:
-            return None
-        try:
-            return Reading.model_validate(fields)
-        except ValidationError:
-            return None
-
-    def _decode_readings(self, rows: list[Any]) -> list[tuple[int, Reading | None]]:
-        """Each row's seq and Reading, or None where the row fails its checksum or the contract.
+        ``rows`` (seq, rec, crc) may be a live cursor: decoding each row as SQLite hands it
+        over, while it is still in the CPU cache, measured ~10 % faster than after fetchall().
 
         Validated again on the way out: a record that passes its CRC but not the contract
-        would make ingest dead-letter the whole batch. One pydantic call for the whole list
-        is ~25 % faster than one per row; a failure there falls back to row by row.
+        would make ingest dead-letter the whole batch. Records as this agent writes them
+        pass contract.wire.plain_reading (no pydantic, the agent's largest cost per reading
+        before); pydantic decides whatever that leaves open, with the same outcome.
         """
-        parsed = [(seq, self._parse_reading(seq, rec, crc)) for seq, rec, crc in rows]
-        try:
-            valid = iter(_READING_LIST.validate_python([f for _, f in parsed if f is not None]))
-            return [(seq, None if f is None else next(valid)) for seq, f in parsed]
-        except ValidationError:
-            return [(seq, self._validate_reading(f)) for seq, f in parsed]
+        out: list[WireReading | None] = []
+        bad: dict[int, int] = {}
+        append = out.append
+        crc32 = zlib.crc32
+        loads = orjson.loads
+        plain = plain_reading
+        for seq, rec, crc in rows:
+            if crc32(rec, crc32(seq.to_bytes(8, "little"))) != crc:
+                bad[len(out)] = seq
+                append(None)
+                continue
+            try:
+                sensor, field_, kind, ts, clock, values, cal = loads(rec)
+            except (ValueError, TypeError):
+                bad[len(out)] = seq
+                append(None)
+                continue
+            wire = plain(sensor, field_, kind, ts, clock, seq, values, cal)
+            if wire is None:
+                try:
+                    wire = wire_form(
+                        Reading.model_validate(
+                            {
+                                "sensor": sensor,
+                                "field": field_,
+                                "kind": kind,
+                                "ts": ts,
+                                "clock": clock,
+                                "seq": seq,
+                                "values": values,
+                                "cal": cal,
+                            }
+                        )
+                    )
+                except ValidationError:
+                    bad[len(out)] = seq
+                    wire = None
+            append(wire)
+        return out, bad
 
     @staticmethod
     def _decode_gap(rec: bytes, crc: int) -> Gap | None:
@@ -899,26 +982,35 @@ class Outbox:
             return None
 
     def _load(
-        self, batch: _Batch, rows: list[Any], gap_rows: list[Any]
-    ) -> tuple[list[Reading], list[Gap]]:
-        """Decode rows for ``batch``; replace corrupt ones by storage_corrupt gaps in it."""
-        readings: list[Reading] = []
+        self,
+        batch: _Batch,
+        decoded: list[WireReading | None],
+        bad: dict[int, int],
+        gap_rows: list[Any],
+    ) -> tuple[list[WireReading], list[Gap]]:
+        """The readings and gaps of ``batch`` from its decoded rows (:meth:`_decode_readings`)
+        and gap rows; corrupt ones are replaced by storage_corrupt gaps in it."""
         runs: list[_BadRun] = []
-        run: _BadRun | None = None
-        prev_ts: int | None = None
-        for seq, reading in self._decode_readings(rows):
-            if reading is None:
-                if run is not None and run.first + run.count == seq:
-                    run.count += 1
-                else:
-                    run = _BadRun(first=seq, before=prev_ts)
-                    runs.append(run)
-                continue
-            if run is not None:
-                run.after = reading.ts
-                run = None
-            prev_ts = reading.ts
-            readings.append(reading)
+        if not bad:  # every row intact: the usual case
+            readings = cast(list[WireReading], decoded)
+        else:
+            readings = []
+            run: _BadRun | None = None
+            prev_ts: int | None = None
+            for i, reading in enumerate(decoded):
+                if reading is None:
+                    seq = bad[i]
+                    if run is not None and run.first + run.count == seq:
+                        run.count += 1
+                    else:
+                        run = _BadRun(first=seq, before=prev_ts)
+                        runs.append(run)
+                    continue
+                if run is not None:
+                    run.after = reading["ts"]
+                    run = None
+                prev_ts = reading["ts"]
+                readings.append(reading)
         gaps: list[tuple[int, Gap]] = []
         bad_gap_ids: list[int] = []
         for gap_id, rec, crc in gap_rows:
@@ -1023,11 +1115,19 @@ class Outbox:
     def next_batch(
         self, batch_id: str, max_readings: int, max_gaps: int = 100
     ) -> tuple[list[Reading], list[Gap]]:
+        """:meth:`next_wire_batch` with the readings as :class:`contract.wire.Reading`."""
+        readings, gaps = self.next_wire_batch(batch_id, max_readings, max_gaps)
+        return [reading_from_wire(r) for r in readings], gaps
+
+    def next_wire_batch(
+        self, batch_id: str, max_readings: int, max_gaps: int = 100
+    ) -> tuple[list[WireReading], list[Gap]]:
         """Assign the oldest unassigned readings (by seq) and closed gaps to ``batch_id``.
 
-        Returns them as contract objects, readings in seq order, or ``([], [])`` (and no
-        batch) when nothing is pending. A stored row that fails its checksum is not returned
-        as data: it is deleted and a ``storage_corrupt`` gap (with its seq and count) takes
+        Returns them, readings in their wire form (``contract.wire.WireReading``, ready for
+        ``encode_wire_batch``) in seq order, or ``([], [])`` (and no batch) when nothing is
+        pending. A stored row that fails its checksum (or the contract) is not returned as
+        data: it is deleted and a ``storage_corrupt`` gap (with its seq and count) takes
         its place in this batch. Assignment lives in memory only: a new process sends
         everything unreceipted again. ``batch_id`` must be new (``ValueError`` otherwise)
         and match the batch envelope's ``^[A-Za-z0-9_-]{1,64}$``; ``max_readings`` is at most
@@ -1043,20 +1143,22 @@ class Outbox:
             if batch_id in self._batches:
                 raise ValueError(f"batch id {batch_id!r} is already in flight; use a new id")
             with self._translate("next_batch"):
-                rows = self._conn.execute(
-                    "SELECT seq, rec, crc FROM readings WHERE seq > ? ORDER BY seq LIMIT ?",
-                    (self._cursor, max_readings),
-                ).fetchall()
+                decoded, bad = self._decode_readings(
+                    self._conn.execute(
+                        "SELECT seq, rec, crc FROM readings WHERE seq > ? ORDER BY seq LIMIT ?",
+                        (self._cursor, max_readings),
+                    )
+                )
                 gap_rows = self._pending_gap_rows(max_gaps)
-                if not rows and not gap_rows:
+                if not decoded and not gap_rows:
                     return [], []
                 batch = _Batch(
-                    first_seq=rows[0][0] if rows else None,
-                    last_seq=rows[-1][0] if rows else None,
+                    first_seq=_seq_at(decoded, bad, 0) if decoded else None,
+                    last_seq=_seq_at(decoded, bad, len(decoded) - 1) if decoded else None,
                     gap_ids=[row[0] for row in gap_rows],
                     assigned=time.monotonic(),
                 )
-                readings, gaps = self._load(batch, rows, gap_rows)
+                readings, gaps = self._load(batch, decoded, bad, gap_rows)
             self._batches[batch_id] = batch
             self._assigned_gaps.update(batch.gap_ids)
             if batch.last_seq is not None:
@@ -1064,9 +1166,15 @@ class Outbox:
             return readings, gaps
 
     def batch_contents(self, batch_id: str) -> tuple[list[Reading], list[Gap]]:
+        """:meth:`wire_batch_contents` with the readings as :class:`contract.wire.Reading`."""
+        readings, gaps = self.wire_batch_contents(batch_id)
+        return [reading_from_wire(r) for r in readings], gaps
+
+    def wire_batch_contents(self, batch_id: str) -> tuple[list[WireReading], list[Gap]]:
         """What ``batch_id`` holds now, to publish it again; ``([], [])`` if unknown or acked.
 
-        Rows are checked again; one that went corrupt since is replaced as in next_batch.
+        Readings in their wire form, as :meth:`next_wire_batch` returns them. Rows are
+        checked again; one that went corrupt since is replaced as in next_batch.
         """
         with self._lock:
             self._check_open()
@@ -1074,12 +1182,16 @@ class Outbox:
             if batch is None:
                 return [], []
             with self._translate("batch_contents"):
-                rows: list[Any] = []
+                decoded: list[WireReading | None] = []
+                bad: dict[int, int] = {}
                 if batch.first_seq is not None:
-                    rows = self._conn.execute(
-                        "SELECT seq, rec, crc FROM readings WHERE seq BETWEEN ? AND ? ORDER BY seq",
-                        (batch.first_seq, batch.last_seq),
-                    ).fetchall()
+                    decoded, bad = self._decode_readings(
+                        self._conn.execute(
+                            "SELECT seq, rec, crc FROM readings WHERE seq BETWEEN ? AND ? "
+                            "ORDER BY seq",
+                            (batch.first_seq, batch.last_seq),
+                        )
+                    )
                 gap_rows: list[Any] = []
                 if batch.gap_ids:
                     marks = ",".join("?" * len(batch.gap_ids))
@@ -1088,7 +1200,7 @@ class Outbox:
                         batch.gap_ids,
                     ).fetchall()
                 before = set(batch.gap_ids)
-                readings, gaps = self._load(batch, rows, gap_rows)
+                readings, gaps = self._load(batch, decoded, bad, gap_rows)
             self._assigned_gaps.difference_update(before - set(batch.gap_ids))
             self._assigned_gaps.update(batch.gap_ids)
             return readings, gaps
@@ -1195,8 +1307,8 @@ class Outbox:
                 ).fetchone()
             oldest = None
             if row is not None:
-                reading = self._validate_reading(self._parse_reading(*row))
-                oldest = None if reading is None else reading.ts
+                reading = self._decode_readings([row])[0][0]
+                oldest = None if reading is None else reading["ts"]
             return OutboxDepth(
                 readings=self._n_readings,
                 gaps=self._n_gaps + len(self._unsaved_gaps),
@@ -1239,6 +1351,7 @@ class Outbox:
                 log.error("outbox close: checkpoint failed path=%s error=%s", self.path, err)
             finally:
                 self._conn.close()
+                self._close_sidecar()
                 self._batches.clear()
                 self._assigned_gaps.clear()
 
@@ -1251,6 +1364,12 @@ class _BadRun:
     before: int | None
     count: int = 1
     after: int | None = None
+
+
+def _seq_at(decoded: list[WireReading | None], bad: dict[int, int], i: int) -> int:
+    """The seq of row ``i`` of a :meth:`Outbox._decode_readings` result."""
+    reading = decoded[i]
+    return bad[i] if reading is None else int(reading["seq"])
 
 
 def _check_batch_id(batch_id: str) -> None:

@@ -10,7 +10,7 @@ yields nothing valid for ``silence_limit()`` seconds produces a gap record.
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from agent.clock import ClockWatch
@@ -24,6 +24,7 @@ from sensors.base import (
     SensorPortError,
     SensorTimeoutError,
 )
+from sensors.plausibility import Range, range_of
 from sensors.sample_checks import OUT_OF_RANGE, CheckedValues, check_sample
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,28 @@ class _Slot:
     """Start of the current stretch without valid data (the last valid reading, or start-up)."""
     gap_declared_to_ns: int = 0
     last_ts: int = 0
+    ranges: dict[str, Range | None] = field(default_factory=dict)
+    """range_of() per value name seen, for the shortcut in :func:`_plausible`."""
+
+
+def _plausible(
+    values: dict[str, float], seen: dict[str, Range | None], overrides: Mapping[str, Range]
+) -> dict[str, float] | None:
+    """A copy of uncalibrated ``values`` if all are finite and in range, else None.
+
+    The common case of :func:`sensors.sample_checks.check_sample` without its objects: the
+    ranges are those of :func:`sensors.plausibility.range_of`, looked up once per name. None
+    means "ask check_sample", which then decides and says why.
+    """
+    for name, value in values.items():
+        if name in seen:
+            limits = seen[name]
+        else:
+            limits = seen[name] = range_of(name, overrides)
+        # value - value is 0.0 only for a finite float.
+        if value - value != 0.0 or (limits is not None and not limits[0] <= value <= limits[1]):
+            return None
+    return dict(values)
 
 
 ReadingSink = Callable[[Sequence[NewReading]], None]
@@ -103,17 +126,20 @@ class PortWorker(threading.Thread):
         self.stop_event = stop
 
     def run(self) -> None:
+        stop = self.stop_event
         try:
-            while not self.stop_event.is_set():
+            while not stop.is_set():
                 now = time.monotonic()
-                due = [s for s in self.slots if s.next_due <= now]
-                for slot in due:
-                    if self.stop_event.is_set():
-                        break
-                    self._service(slot)
-                if not due:
+                serviced = False
+                for slot in self.slots:
+                    if slot.next_due <= now:  # only the serviced slot's next_due changes
+                        if serviced and stop.is_set():
+                            break
+                        self._service(slot)
+                        serviced = True
+                if not serviced:
                     wait = min(s.next_due for s in self.slots) - time.monotonic()
-                    self.stop_event.wait(max(0.0, min(wait, 1.0)))
+                    stop.wait(max(0.0, min(wait, 1.0)))
         finally:
             for slot in self.slots:
                 if slot.is_open:
@@ -143,10 +169,10 @@ class PortWorker(threading.Thread):
             log.exception("driver crashed sensor=%s", cfg.id)
             self._failed(slot, SensorError(cfg.id, f"driver error: {err!r}"))
             return
-        health.rejected = dict(slot.driver.rejected)
         if samples:
-            self._accept(slot, samples)
+            self._accept(slot, samples)  # updates health.rejected
         else:
+            health.rejected = dict(slot.driver.rejected)
             self._check_silence(slot, "no valid data")
         slot.backoff = 0.0
         if slot.driver.streaming:
@@ -156,37 +182,39 @@ class PortWorker(threading.Thread):
 
     def _accept(self, slot: _Slot, samples: Sequence[Sample]) -> None:
         cfg, health = slot.config, slot.health
+        sensor, field_, kind = cfg.id, cfg.field, cfg.kind
+        quality_of = self.clock.quality
+        last_ts = slot.last_ts
         out = []
+        ranges = slot.ranges if cfg.calibration is None else None
         for sample in samples:
             # Calibration, then plausibility: an implausible sample is counted, never stored.
-            checked = check_sample(cfg, sample.values)
-            if not isinstance(checked, CheckedValues):
-                slot.driver.reject(OUT_OF_RANGE, f"{checked} (sensor {cfg.id})")
-                continue
+            values: dict[str, float] | None = None
+            cal = None
+            if ranges is not None:
+                values = _plausible(sample.values, ranges, cfg.ranges)
+            if values is None:
+                checked = check_sample(cfg, sample.values)
+                if not isinstance(checked, CheckedValues):
+                    slot.driver.reject(OUT_OF_RANGE, f"{checked} (sensor {sensor})")
+                    continue
+                values, cal = checked.values, checked.cal
             ts = sample.ts if sample.ts is not None else time.time_ns()
-            quality = self.clock.quality(ts)
+            quality = quality_of(ts)
             # Two readings of one sensor must never share a timestamp: InfluxDB keys a point
             # by series + time, so the second would overwrite the first.
-            if ts <= slot.last_ts:
-                ts = slot.last_ts + 1
-            slot.last_ts = ts
-            out.append(
-                NewReading(
-                    sensor=cfg.id,
-                    field=cfg.field,
-                    kind=cfg.kind,
-                    ts=ts,
-                    clock=quality,
-                    values=checked.values,
-                    cal=checked.cal,
-                )
-            )
+            if ts <= last_ts:
+                ts = last_ts + 1
+            last_ts = ts
+            out.append(NewReading(sensor, field_, kind, ts, quality, values, cal))
+        slot.last_ts = last_ts
         health.rejected = dict(slot.driver.rejected)
         if not out:
             self._check_silence(slot, "every sample was out of range")
             return
         self.sink(out)
-        self._close_silence(slot, out[0].ts)
+        if slot.gap_declared_to_ns:
+            self._close_silence(slot, out[0].ts)
         health.readings += len(out)
         health.last_ok_ns = out[-1].ts
         health.state = "ok"

@@ -5,6 +5,7 @@ Threads:
 - the committer: every ``commit_interval`` writes the hand-off list to the outbox in one
   transaction (a reading is safe once committed, and only then is it published);
 - the sender: takes batches from the outbox and publishes them, republishes overdue ones;
+  a part batch waits up to ``send_delay`` for more readings (see ``_hold_s``);
 - paho's network thread: receipts -> outbox.ack().
 """
 
@@ -22,17 +23,22 @@ import orjson
 
 from agent.clock import ClockWatch
 from agent.config import GatewayConfig
+from agent.memory import limit_malloc_arenas, release_free_memory
 from agent.metrics import agent_metrics_server
 from agent.outbox import NewReading, Outbox
 from agent.publisher import Publisher
 from agent.scheduler import PortWorker, SensorHealth, group_by_port
 from agent.signer import BatchSigner
-from contract.wire import Batch, Gap, Receipt, ReceiptStatus, encode_batch
+from contract.wire import Gap, Receipt, ReceiptStatus, encode_wire_batch
 from sensors.registry import make_driver
 
 log = logging.getLogger(__name__)
 
 MAX_RESEND_BACKOFF = 10
+SENDER_TICK_S = 0.5
+"""The sender looks for overdue batches at least this often (seconds)."""
+RELEASE_AFTER_S = 5
+"""Seconds after start when the memory freed by start-up is handed back (agent/memory.py)."""
 
 
 class Agent:
@@ -46,6 +52,12 @@ class Agent:
         self._pending: list[NewReading] = []
         self._pending_gaps: list[Gap] = []
         self._pending_lock = threading.Lock()
+        # Committed entries (readings + gaps) not yet in a batch, counted by this process, and
+        # when the first of them was committed; see _hold_s().
+        self._unsent = 0
+        self._unsent_since = 0.0
+        self._drained = False
+        self._unsent_lock = threading.Lock()
         self.counters: dict[str, int] = {
             "readings_in": 0,
             "readings_acked": 0,
@@ -126,9 +138,43 @@ class Agent:
                 self._pending = readings + self._pending
                 self._pending_gaps = gaps[stored_gaps:] + self._pending_gaps
             raise
-        if readings or gaps:
+        if (readings or gaps) and self._note_committed(len(readings) + len(gaps)):
             self.wake.set()
         return len(readings)
+
+    # --- when to publish -------------------------------------------------------------------
+    def _note_committed(self, entries: int) -> bool:
+        """Count ``entries`` newly committed; True if the sender should look at once."""
+        with self._unsent_lock:
+            if self._unsent == 0:
+                self._unsent_since = time.monotonic()
+            self._unsent += entries
+        return self._hold_s() <= 0
+
+    def _note_taken(self, readings: int, gaps: int) -> None:
+        """A new batch took ``readings`` and ``gaps`` out of the unsent ones."""
+        with self._unsent_lock:
+            # A batch short of batch_size took every unassigned reading there was.
+            self._drained = readings < self.config.outbox.batch_size
+            self._unsent = 0 if self._drained else max(0, self._unsent - readings - gaps)
+
+    def _hold_s(self) -> float:
+        """Seconds new batches should still wait for more readings (<= 0: publish now).
+
+        Only a part batch waits, and only once the outbox is drained: the oldest reading
+        this process committed since the last batch waits at most ``send_delay``. A backlog
+        (after a restart or an outage) and full batches go out without delay.
+        """
+        delay = self.config.outbox.send_delay
+        with self._unsent_lock:
+            if (
+                delay <= 0
+                or not self._drained
+                or self._unsent == 0
+                or self._unsent >= self.config.outbox.batch_size
+            ):
+                return 0.0
+            return self._unsent_since + delay - time.monotonic()
 
     def _committer(self) -> None:
         interval = self.config.outbox.commit_interval
@@ -160,23 +206,23 @@ class Agent:
         log.error("publish failed batch=%s reason=%s; it stays in the outbox", batch, reason)
 
     def _send_batch(self, batch_id: str, resend: bool) -> bool:
+        # Readings stay in their wire form (dicts checked by the outbox) from the outbox to
+        # the payload: no pydantic model per reading (docs/performance.md).
         readings, gaps = (
-            self.outbox.batch_contents(batch_id)
+            self.outbox.wire_batch_contents(batch_id)
             if resend
-            else self.outbox.next_batch(batch_id, self.config.outbox.batch_size)
+            else self.outbox.next_wire_batch(batch_id, self.config.outbox.batch_size)
         )
+        if not resend:
+            self._note_taken(len(readings), len(gaps))
         if not readings and not gaps:
             return False
-        batch = Batch(
-            gateway=self.config.gateway.id,
-            boot=self.boot,
-            batch=batch_id,
-            sent=time.time_ns(),
-            readings=readings,
-            gaps=gaps,
+        gateway = self.config.gateway.id
+        sig = self.signer.signature(gateway, batch_id, readings, gaps)
+        payload = encode_wire_batch(
+            gateway, self.boot, batch_id, time.time_ns(), readings, gaps, sig
         )
-        batch = self.signer.sign(batch)
-        self.publisher.publish_batch(batch_id, encode_batch(batch))
+        self.publisher.publish_batch(batch_id, payload)
         self.outbox.mark_sent(batch_id)
         self.counters["batches_resent" if resend else "batches_sent"] += 1
         return True
@@ -185,14 +231,16 @@ class Agent:
         cfg = self.config.outbox
         while not self.stop_event.is_set():
             self.wake.clear()
+            wait = SENDER_TICK_S
             if self.publisher.connected.is_set():
                 try:
-                    self._send_round(cfg.max_inflight, cfg.receipt_timeout)
+                    wait = self._send_round(cfg.max_inflight, cfg.receipt_timeout)
                 except Exception:
                     log.exception("sending failed; retrying")
-            self.wake.wait(0.5)
+            self.wake.wait(wait)
 
-    def _send_round(self, max_inflight: int, timeout: float) -> None:
+    def _send_round(self, max_inflight: int, timeout: float) -> float:
+        """Resend overdue batches, publish new ones; return the seconds until the next round."""
         now = time.monotonic()  # the outbox times batches on the monotonic clock
         overdue = self.outbox.overdue_batches(timeout, now)
         for batch_id in overdue:
@@ -205,8 +253,12 @@ class Agent:
             log.info("resending batch=%s attempt=%d", batch_id, attempts + 1)
             self._send_batch(batch_id, resend=True)
         while self.outbox.inflight_batches() < max_inflight:
+            hold = self._hold_s()
+            if hold > 0:
+                return min(max(hold, 0.01), SENDER_TICK_S)
             if not self._send_batch(uuid.uuid4().hex, resend=False):
                 break
+        return SENDER_TICK_S
 
     # --- status ----------------------------------------------------------------------------
     def status_payload(self, state: str = "online") -> bytes:
@@ -285,9 +337,14 @@ class Agent:
 
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
+        # The whole process is the agent's: keep its resident memory small (agent/memory.py).
+        limit_malloc_arenas()
         self.start()
+        ticks = 0
         while not self.stop_event.wait(1.0):
-            pass
+            ticks += 1
+            if ticks == RELEASE_AFTER_S:  # start-up done: ports open, broker connected
+                release_free_memory()
         self.stop()
 
 

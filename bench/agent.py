@@ -4,9 +4,12 @@ Run: ``.venv/bin/python bench/agent.py [--rates 10,100,1000] [--window 20]``. Pr
 and writes ``bench/results/agent.json``.
 
 For each rate, text_line simulators on ptys (the real serial path: pty, pyserial, the
-driver, the scheduler) send CSV lines at that aggregate rate to one real agent
-(``farmtel agent run``), which commits them to its outbox and publishes them through a
-private Mosquitto to a real ingest and InfluxDB, whose receipts prune the outbox. After a
+driver, the scheduler) send CSV lines at that aggregate rate to one real agent, which
+commits them to its outbox and publishes them through a private Mosquitto to a real ingest
+and InfluxDB, whose receipts prune the outbox. The agent is started as
+deploy/systemd/farmtel-agent.service starts it (its ``ExecStart=`` command and
+``Environment=`` settings, with this checkout's interpreter and code and the bench's
+config); ``--command cli`` starts ``farmtel agent run`` instead. After a
 warm-up the agent's CPU is read from ``/proc/<pid>/stat`` (utime + stime, all threads) over
 ``--window`` seconds; RSS is VmRSS at the end and VmHWM (the peak) from ``/proc/<pid>/status``.
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shlex
 import sys
 import threading
 import time
@@ -36,6 +40,41 @@ import harness
 from devstack import StackInfo
 
 COLUMNS = ["counter", "moisture_pct", "temp_c"]
+UNIT = harness.ROOT / "deploy" / "systemd" / "farmtel-agent.service"
+INSTALLED_BIN = "/opt/farmtel/venv/bin/"
+INSTALLED_CONFIG = "/etc/farmtel/gateway.toml"
+
+
+def agent_command(config: Path, how: str) -> tuple[list[str], dict[str, str]]:
+    """argv and extra environment for the agent on ``config``.
+
+    ``how == "unit"``: the ``ExecStart=`` line and ``Environment=`` settings of the systemd
+    unit, with this checkout's interpreter for /opt/farmtel/venv/bin and its code first on
+    the import path; ``"cli"``: ``farmtel agent run``.
+    """
+    if how == "cli":
+        return [harness.PYTHON, "-m", "cli", "agent", "run", "--config", str(config)], {}
+    argv: list[str] = []
+    env = {"PYTHONPATH": str(harness.ROOT)}
+    for line in UNIT.read_text().splitlines():
+        if line.startswith("ExecStart="):
+            argv = shlex.split(line.removeprefix("ExecStart="))
+        elif line.startswith("Environment="):
+            for item in shlex.split(line.removeprefix("Environment=")):
+                key, _, value = item.partition("=")
+                env[key] = value
+    if not argv or not argv[0].startswith(INSTALLED_BIN) or INSTALLED_CONFIG not in argv:
+        raise RuntimeError(
+            f"{UNIT}: ExecStart= is not {INSTALLED_BIN}... --config {INSTALLED_CONFIG}"
+        )
+    program = argv[0].removeprefix(INSTALLED_BIN)
+    if program == "python":
+        head = [harness.PYTHON]
+    elif program == "farmtel":
+        head = [harness.PYTHON, "-m", "cli"]
+    else:
+        raise RuntimeError(f"{UNIT}: ExecStart= runs {argv[0]}, which this bench does not know")
+    return head + [str(config) if a == INSTALLED_CONFIG else a for a in argv[1:]], env
 
 
 class FirstTelemetry:
@@ -140,11 +179,8 @@ def one_rate(info: StackInfo, work: Path, rate: int, args: argparse.Namespace) -
     watch = FirstTelemetry(info, str(rate))
     time.sleep(1.0)  # the ingest connects
     spawned = time.time()
-    agent = harness.spawn(
-        "agent",
-        [harness.PYTHON, "-m", "cli", "agent", "run", "--config", str(cfg)],
-        folder / "agent.log",
-    )
+    argv, env = agent_command(cfg, args.command)
+    agent = harness.spawn("agent", argv, folder / "agent.log", env)
     time.sleep(args.warmup)
     cpu0, t0, msgs0, sent0 = agent.cpu_s(), time.monotonic(), watch.count, watch.readings
     time.sleep(args.window)
@@ -169,6 +205,7 @@ def one_rate(info: StackInfo, work: Path, rate: int, args: argparse.Namespace) -
         "readings_per_s_published": round((sent1 - sent0) / (t1 - t0), 1),
         "startup_to_log_s": round(started - spawned, 3) if started else None,
         "startup_to_first_batch_s": round(watch.at - spawned, 3) if watch.at else None,
+        "command": " ".join(argv).replace(str(cfg), "gateway.toml"),
         "agent_alive": alive,
     }
 
@@ -178,6 +215,13 @@ def main() -> int:
     ap.add_argument("--rates", default="10,100,1000", help="aggregate readings/s, e.g. 10,100")
     ap.add_argument("--window", type=float, default=20.0, help="seconds measured per rate")
     ap.add_argument("--warmup", type=float, default=6.0, help="seconds before measuring")
+    ap.add_argument(
+        "--command",
+        choices=["unit", "cli"],
+        default="unit",
+        help="start the agent as deploy/systemd/farmtel-agent.service does (default), or as "
+        "`farmtel agent run`",
+    )
     args = ap.parse_args()
     try:
         rates = [int(x) for x in args.rates.split(",")]
@@ -191,7 +235,8 @@ def main() -> int:
         for rate in rates:
             runs.append(one_rate(info, work, rate, args))
     harness.table(
-        "Agent (farmtel agent run, text_line sensors on ptys, real broker + ingest)",
+        f"Agent ({runs[0]['command'] if runs else ''}; text_line sensors on ptys, "
+        "real broker + ingest)",
         [
             "readings/s",
             "published/s",

@@ -288,9 +288,10 @@ class Proc:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
 
 
-def spawn(name: str, argv: list[str], log: Path) -> Proc:
+def spawn(name: str, argv: list[str], log: Path, env_extra: dict[str, str] | None = None) -> Proc:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FARMTEL_")}
     env["PYTHONUNBUFFERED"] = "1"
+    env.update(env_extra or {})
     fh = open(log, "ab")  # noqa: SIM115 - handed to the child
     popen = subprocess.Popen(argv, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env=env)
     fh.close()

@@ -13,6 +13,8 @@ drivers split lines themselves with a cap (the same rules as the ``text_line`` d
 Rejections go to the ``reject(reason, detail)`` callback; nothing is raised.
 """
 
+import os
+import select
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -42,21 +44,91 @@ def read_stream(
     """
     if port is None:
         raise SensorPortError(sensor, "read() before open(); the port is not open")
+    fd = _device_fd(port)
+    if fd is not None:
+        return _read_device(sensor, port_url, fd, timeout, feed)
     deadline = time.monotonic() + timeout
     while True:
         try:
             chunk = port.read(min(max(port.in_waiting, 1), READ_CHUNK_BYTES))
         except (serial.SerialException, OSError) as err:
-            raise SensorPortError(
-                sensor,
-                f"port {port_url!r} failed while reading: {err}; check the cable and the "
-                "adapter (the port is reopened on the next open())",
-            ) from err
+            raise _port_failed(sensor, port_url, err) from err
         if chunk:
             out = feed(chunk, time.time_ns())
             if out:
                 return out
         if time.monotonic() >= deadline:
+            return []
+
+
+def _port_failed(sensor: str, port_url: str, err: object) -> SensorPortError:
+    return SensorPortError(
+        sensor,
+        f"port {port_url!r} failed while reading: {err}; check the cable and the "
+        "adapter (the port is reopened on the next open())",
+    )
+
+
+def _device_fd(port: serial.SerialBase) -> int | None:
+    """The file descriptor of a local serial device opened by pyserial's POSIX class, else
+    None (``socket://``, ``rfc2217://``, ``loop://`` ... and other platforms)."""
+    if type(port).read is not _POSIX_READ:
+        return None
+    fd = getattr(port, "fd", None)
+    return fd if isinstance(fd, int) else None
+
+
+_HANGUP = select.POLLHUP | select.POLLERR | select.POLLNVAL
+_POSIX_READ = getattr(getattr(serial, "serialposix", None), "Serial", serial.SerialBase).read
+"""pyserial's own POSIX ``read``: a port whose class still uses it can be read through its fd."""
+
+
+def _read_device(
+    sensor: str,
+    port_url: str,
+    fd: int,
+    timeout: float,
+    feed: Callable[[bytes, int], list[T]],
+) -> list[T]:
+    """:func:`read_stream` on a local device: sleep in poll() until bytes arrive or the
+    deadline passes, then take everything the tty holds in one read.
+
+    pyserial's ``read(n)`` wakes on its own timeout to look at the clock and returns after
+    ``n`` bytes, so ``read(max(in_waiting, 1))`` cost two reads, two selects and two ioctls
+    per line plus ten wake-ups a second per idle port. Here: one poll and one read per
+    chunk the tty delivers (usually a whole line), none while the port is idle. The fd is
+    non-blocking (pyserial opens it with O_NONBLOCK). An unplugged adapter shows as an
+    error or an end of file on read, as in pyserial.
+    """
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    deadline = time.monotonic() + timeout
+    left = timeout
+    while True:
+        try:
+            ready = poller.poll(left * 1000.0)
+            chunk = os.read(fd, READ_CHUNK_BYTES) if ready else b""
+        except BlockingIOError as err:
+            if ready[0][1] & _HANGUP:  # no data and never will be: do not spin on it
+                raise _port_failed(sensor, port_url, err) from err
+            chunk = b""  # readiness without data (another reader took it): wait again
+        except OSError as err:
+            raise _port_failed(sensor, port_url, err) from err
+        else:
+            if ready and not chunk:
+                # What pyserial reports for a device that vanished: readable, yet no data.
+                raise _port_failed(
+                    sensor,
+                    port_url,
+                    "device reports readiness to read but returned no data (device "
+                    "disconnected or multiple access on port?)",
+                )
+        if chunk:
+            out = feed(chunk, time.time_ns())
+            if out:
+                return out
+        left = deadline - time.monotonic()
+        if left <= 0:
             return []
 
 

@@ -12,6 +12,7 @@ no rule and no override is not range-checked (it must still be finite).
 The check runs after calibration, on the values that would be stored.
 """
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -64,8 +65,12 @@ class RangeViolation:
         return f"{self.name}={self.value!r} outside [{self.low}, {self.high}]"
 
 
+@functools.lru_cache(maxsize=1024)
 def default_range(name: str) -> Range | None:
-    """The built-in range of value ``name``, or None when no rule names it."""
+    """The built-in range of value ``name``, or None when no rule names it.
+
+    Cached: it runs for every value of every sample, and a gateway has a few names only.
+    """
     if name in DEFAULT_RANGES:
         return DEFAULT_RANGES[name]
     for suffix, found in SUFFIX_RANGES:

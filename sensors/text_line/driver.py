@@ -1,8 +1,9 @@
 """The ``text_line`` driver: one sample per valid line a microcontroller prints.
 
-Bytes are read with pyserial into a buffer of our own, capped at ``max_line_bytes``
-(pyserial's ``readline()`` buffers without limit when no line end comes). A line ends at
-LF; a CR before it and surrounding whitespace are dropped; blank lines are skipped.
+Bytes are read from the port pyserial opened (see sensors/line_reader.py) into a buffer of
+our own, capped at ``max_line_bytes`` (pyserial's ``readline()`` buffers without limit when
+no line end comes). A line ends at LF; a CR before it and surrounding whitespace are
+dropped; blank lines are skipped.
 
 Lines that are not used are counted in ``rejected`` by reason, never raised:
 
@@ -36,7 +37,8 @@ from sensors.text_line.config import IGNORED_COLUMN, MAX_VALUES, Config
 log = logging.getLogger(__name__)
 
 PORT_POLL_S = 0.1
-"""pyserial's own read timeout: how often ``read()`` looks at its deadline while idle."""
+"""pyserial's own read timeout: how often ``read()`` looks at its deadline while idle (only
+for ports read through pyserial: a local device is read by sensors.line_reader from its fd)."""
 _STEP_BACK_NS = 1_000_000_000
 
 Parsed = dict[str, float] | str
@@ -81,6 +83,7 @@ class Driver(base.Driver):
         self._synced = False
         self._last_ts = 0
         self._max_line = config.max_line_bytes
+        self._checksum = config.checksum
         self._ascii_only = config.encoding == "ascii"
         self._separator = config.separator
         self._columns: list[str | None] = [
@@ -204,7 +207,8 @@ class Driver(base.Driver):
             except UnicodeDecodeError:
                 self.reject("not_utf8", line)
                 return None
-        body = split_checked(self.config.checksum, line)
+        kind = self._checksum
+        body = line if kind == "none" else split_checked(kind, line)
         if body is None:
             self.reject("bad_checksum", line)
             return None
@@ -235,9 +239,25 @@ class Driver(base.Driver):
         return values
 
     def _parse_csv(self, body: bytes) -> Parsed:
-        fields = body.decode("utf-8").split(self._separator)
+        text = body.decode("utf-8")
+        fields = text.split(self._separator)
         if len(fields) != len(self._columns):
             return "bad_format"
+        if "_" not in text and text.isascii():
+            # What a device prints: _number's extra refusals cannot apply, float() decides.
+            plain: dict[str, float] = {}
+            limits = self._limits
+            suspect = False
+            try:
+                for name, field in zip(self._columns, fields, strict=True):
+                    if name is not None:
+                        number = plain[name] = float(field)
+                        # number - number is 0.0 only for a finite float.
+                        suspect = suspect or number - number != 0.0 or name in limits
+            except ValueError:
+                return "bad_format"
+            # _checked decides (and names the reason) only for what can fail it.
+            return self._checked(plain) if suspect else plain
         values: dict[str, float] = {}
         for name, text in zip(self._columns, fields, strict=True):
             if name is None:

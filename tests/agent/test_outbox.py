@@ -14,11 +14,12 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 
 from agent import outbox as outbox_mod
-from agent.outbox import DROPPED, REJECTED, NewReading, Outbox, OutboxError
-from contract.wire import Batch, ClockQuality, Gap, Reading
+from agent.outbox import DROPPED, REJECTED, NewReading, Outbox, OutboxError, _reading_crc
+from contract.wire import Batch, ClockQuality, Gap, Reading, wire_form
 
 GW = "gw-1"
 T0 = 1_764_400_000_000_000_000
@@ -460,6 +461,37 @@ def test_gap_row_failing_its_checksum_is_replaced(path: Path) -> None:
     assert (gaps[0].sensor, gaps[0].reason) == (None, "storage_corrupt")
     assert ob.ack("b1") == 1
     assert drain(ob) == ([], [])
+    ob.close()
+
+
+def test_records_are_checked_against_the_contract_on_the_way_out(path: Path) -> None:
+    """Records this agent writes take the plain check (contract.wire.plain_reading); any
+    other record with a valid checksum is judged by pydantic: coerced when the contract
+    accepts it (an int value, as an older writer might store), a gap when it does not."""
+    ob = Outbox(path, GW)
+    ob.add([new(i) for i in range(3)])
+    ob.close()
+    odd = {
+        1: orjson.dumps(["soil-1", "north", "soil", T0 + 1, "synced", {"temp_c": 21}, None]),
+        2: orjson.dumps(["soil-1", "north", "soil", T0 + 2, "synced", {"seq": 1.0}, None]),
+    }
+    conn = sqlite3.connect(path)
+    for seq, rec in odd.items():
+        conn.execute(
+            "UPDATE readings SET rec = ?, crc = ? WHERE seq = ?", (rec, _reading_crc(seq, rec), seq)
+        )
+    conn.commit()
+    conn.close()
+
+    ob = Outbox(path, GW)
+    wire, gaps = ob.next_wire_batch("b1", 10)
+    assert [r["seq"] for r in wire] == [0, 1]
+    assert wire[1]["values"] == {"temp_c": 21.0}
+    assert type(wire[1]["values"]["temp_c"]) is float
+    assert [(g.reason, g.seq, g.count) for g in gaps] == [("storage_corrupt", 2, 1)]
+    readings, again = ob.batch_contents("b1")
+    assert [wire_form(r) for r in readings] == wire
+    assert again == gaps
     ob.close()
 
 

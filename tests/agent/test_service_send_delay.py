@@ -1,0 +1,62 @@
+"""``[outbox] send_delay``: a part batch waits (on disk) for more readings, at most that long;
+a full batch and a backlog never wait."""
+
+from pathlib import Path
+from typing import Any
+
+from agent.config import parse_gateway_config
+from agent.service import Agent
+
+
+def _agent(tmp_path: Path, **outbox: Any) -> Agent:
+    raw: dict[str, Any] = {
+        "gateway": {"plantation": "p-1", "id": "gw-1", "state_dir": str(tmp_path)},
+        "outbox": {"batch_size": 100, **outbox},
+        "sensors": [
+            {
+                "id": "s-1",
+                "field": "f",
+                "driver": "text_line",
+                "port": str(tmp_path / "none"),
+                "columns": ["temp_c"],
+            }
+        ],
+    }
+    return Agent(parse_gateway_config(raw, "test", environ={}))
+
+
+def test_a_part_batch_waits_once_the_outbox_is_drained(tmp_path: Path) -> None:
+    agent = _agent(tmp_path, send_delay=1.0)
+    try:
+        # Before any batch: whatever the outbox holds (a backlog, maybe) goes at once.
+        assert agent._note_committed(5) is True
+        agent._note_taken(5, 0)  # a short batch: the outbox is drained
+        assert agent._note_committed(20) is False  # the committer does not wake the sender
+        assert 0.5 < agent._hold_s() <= 1.0
+        agent._unsent_since -= 1.0  # the oldest waited send_delay
+        assert agent._hold_s() <= 0
+    finally:
+        agent.outbox.close()
+
+
+def test_a_full_batch_goes_at_once(tmp_path: Path) -> None:
+    agent = _agent(tmp_path, send_delay=5.0)
+    try:
+        agent._note_taken(0, 0)
+        assert agent._note_committed(60) is False
+        assert agent._note_committed(40) is True  # batch_size reached
+        assert agent._hold_s() <= 0
+        agent._note_taken(100, 0)  # full: there may be more behind it
+        assert agent._note_committed(1) is True
+    finally:
+        agent.outbox.close()
+
+
+def test_zero_publishes_after_every_commit(tmp_path: Path) -> None:
+    agent = _agent(tmp_path, send_delay=0)
+    try:
+        agent._note_taken(0, 0)
+        assert agent._note_committed(1) is True
+        assert agent._hold_s() <= 0
+    finally:
+        agent.outbox.close()
