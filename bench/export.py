@@ -1,18 +1,20 @@
 """Export and verify throughput: 1,000,000 readings through ``farmtel export`` / ``verify``.
 
-Run: ``.venv/bin/python bench/export.py [--readings N] [--url URL]``. Without ``--url`` it
-starts a private InfluxDB (devstack). It writes signed batches straight into InfluxDB with
-the ingest's mapping and line protocol (tests/certify/synth.py), then times, each in a fresh
-process so peak RSS is the phase's own:
+Run: ``.venv/bin/python bench/export.py [--readings N] [--url URL] [--keep DIR]``. Without
+``--url`` it starts a private InfluxDB (devstack). With ``--keep DIR`` the bundle stays in DIR,
+and a later run with the same DIR times only verify on it. It writes signed batches straight
+into InfluxDB with the ingest's mapping and line protocol (tests/certify/synth.py), then
+times, each in a fresh process so peak RSS is the phase's own:
 
 - export_fifth: the same for the first fifth of the period (peak RSS must not grow with
   the period: the export streams);
 - export: InfluxDB -> sealed BagIt bundle (certify.export.export_bundle);
 - verify: checksums, seal, every batch signature, continuity (certify.verify.verify_bundle).
 
-Prints seconds, readings/s, readings per CPU second of the phase's process (the machine may
-be shared; InfluxDB's own CPU is not counted) and peak RSS (ru_maxrss) per phase, and writes
-``bench/results/export.json``.
+Prints seconds, readings/s, readings per CPU second of the phase's process and its worker
+processes (the machine may be shared; InfluxDB's own CPU is not counted) and peak RSS
+(ru_maxrss; verify's largest worker's apart) per phase, and the private InfluxDB's CPU
+seconds during the export phases, and writes ``bench/results/export.json``.
 """
 
 import argparse
@@ -67,22 +69,48 @@ def _phase(args: argparse.Namespace) -> None:
         readings, ok, detail = verdict.readings, verdict.ok, verdict.failures[:5]
     seconds = time.perf_counter() - started
     usage = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)  # worker processes, if any
     rss_kib = usage.ru_maxrss
     print(
         json.dumps(
             {
                 "seconds": seconds,
-                "cpu_seconds": usage.ru_utime + usage.ru_stime,
+                "cpu_seconds": usage.ru_utime + usage.ru_stime + kids.ru_utime + kids.ru_stime,
                 "readings": readings,
                 "ok": ok,
                 "detail": detail,
                 "peak_rss_mb": rss_kib / 1024,
+                "peak_rss_largest_child_mb": kids.ru_maxrss / 1024,
             }
         )
     )
 
 
-def _run_phase(phase: str, url: str, work: Path, start_ns: int, end_ns: int) -> dict[str, Any]:
+def _cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU seconds of process ``pid`` so far (Linux), None when unknown."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _settle(pid: int, limit_s: float = 180.0) -> float:
+    """Wait until process ``pid`` uses under 5 % of a core for a second; return the wait."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < limit_s:
+        before = _cpu_seconds(pid)
+        time.sleep(1.0)
+        after = _cpu_seconds(pid)
+        if before is None or after is None or after - before < 0.05:
+            break
+    return time.perf_counter() - started
+
+
+def _run_phase(
+    phase: str, url: str, work: Path, start_ns: int, end_ns: int, influx_pid: int | None = None
+) -> dict[str, Any]:
+    influx_before = _cpu_seconds(influx_pid) if influx_pid else None
     out = subprocess.run(
         [
             sys.executable,
@@ -111,6 +139,10 @@ def _run_phase(phase: str, url: str, work: Path, start_ns: int, end_ns: int) -> 
     # time is not in it).
     result["readings_per_cpu_s"] = result["readings"] / result["cpu_seconds"]
     result["load_average_1m"] = os.getloadavg()[0]
+    influx_after = _cpu_seconds(influx_pid) if influx_pid else None
+    if influx_before is not None and influx_after is not None:
+        # The server's own CPU for the phase (the bench's private InfluxDB only).
+        result["influxd_cpu_seconds"] = influx_after - influx_before
     return result
 
 
@@ -118,6 +150,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--readings", type=int, default=1_000_000)
     parser.add_argument("--url", help="InfluxDB to use (default: start a private one)")
+    parser.add_argument(
+        "--keep",
+        metavar="DIR",
+        help="work in DIR and keep the bundle there; when DIR/work/bundle exists, time only "
+        "verify on it (for repeated verify runs)",
+    )
     parser.add_argument(
         "--phase", choices=["export", "export_fifth", "verify"], help=argparse.SUPPRESS
     )
@@ -143,13 +181,26 @@ def main() -> None:
         write_batches,
     )
 
-    tmp = Path(tempfile.mkdtemp(prefix="farmtel-bench-export-"))
+    if args.keep and (Path(args.keep) / "work" / "bundle").is_dir():
+        r = _run_phase("verify", "", Path(args.keep) / "work", 0, 0)
+        print(
+            f"verify: {r['seconds']:.1f} s, {r['readings_per_s']:,.0f} readings/s "
+            f"({r['cpu_seconds']:.1f} CPU s with its workers: "
+            f"{r['readings_per_cpu_s']:,.0f} per CPU second, load {r['load_average_1m']:.1f}), "
+            f"peak RSS {r['peak_rss_mb']:.0f} MB (largest worker "
+            f"{r.get('peak_rss_largest_child_mb', 0):.0f} MB), ok={r['ok']} {r['detail'] or ''}"
+        )
+        return
+    tmp = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="farmtel-bench-export-"))
+    tmp.mkdir(parents=True, exist_ok=True)
     stack = None
     url = args.url
+    influx_pid: int | None = None
     try:
         if url is None:
             stack = Stack(tmp / "stack")
-            url = stack.start().influx_url
+            info = stack.start()
+            url, influx_pid = info.influx_url, info.influxdb_pid
         query = InfluxQuery(InfluxSettings(url=url, database=DATABASE))
         query.drop_database(DATABASE)
         gateways = 4
@@ -167,6 +218,10 @@ def main() -> None:
         )
         write_s = time.perf_counter() - t
         print(f"wrote {written} signed readings in {write_s:.1f} s")
+        if influx_pid:
+            # InfluxDB compacts what was just written for a while: wait, so that the
+            # phases time the export, not the compaction (its CPU would count as influxd's).
+            print(f"influxd idle after {_settle(influx_pid):.0f} s (compacting the writes)")
         work = tmp / "work"
         work.mkdir()
         (work / "registry.json").write_bytes(orjson.dumps(registry_json(PLANTATION, plans)))
@@ -175,11 +230,11 @@ def main() -> None:
         span_ns = per_gw * 6 * 1_000_000_000  # 10 sensors every 60 s: one reading per 6 s
         start_ns, end_ns = START_NS, START_NS + (span_ns // DAY_NS + 1) * DAY_NS
         # A fifth of the period first: memory must not grow with the period.
-        fifth = _run_phase("export_fifth", url, work, start_ns, start_ns + span_ns // 5)
-        export = _run_phase("export", url, work, start_ns, end_ns)
+        fifth = _run_phase("export_fifth", url, work, start_ns, start_ns + span_ns // 5, influx_pid)
+        export = _run_phase("export", url, work, start_ns, end_ns, influx_pid)
         verify = _run_phase("verify", url, work, start_ns, end_ns)
         bundle_mb = sum(f.stat().st_size for f in (work / "bundle").rglob("*") if f.is_file())
-        result = {
+        result: dict[str, Any] = {
             "readings": written,
             "machine": f"{platform.machine()} {os.cpu_count()} cpu, {platform.python_version()}",
             "export_fifth_of_the_period": fifth,
@@ -199,6 +254,11 @@ def main() -> None:
                 f"({r['readings_per_cpu_s']:,.0f} per CPU second, "
                 f"load {r['load_average_1m']:.1f}), "
                 f"peak RSS {r['peak_rss_mb']:.0f} MB, ok={r['ok']} {r['detail'] or ''}"
+                + (
+                    f", influxd {r['influxd_cpu_seconds']:.1f} CPU s"
+                    if "influxd_cpu_seconds" in r
+                    else ""
+                )
             )
         print(f"bundle: {bundle_mb / 1e6:.0f} MB")
         out = ROOT / "bench" / "results" / "export.json"
@@ -208,7 +268,8 @@ def main() -> None:
     finally:
         if stack is not None:
             stack.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -15,15 +15,19 @@ outside the period away from its edges (a gateway clock that stepped) are append
 Batch records and gaps are looked for from ``LOOKBACK_NS`` before the period to
 ``LOOKAHEAD_NS`` after it (a gateway that was offline sends its backlog late).
 
-Memory stays flat: readings stream from InfluxDB page by page (certify.source) into the
-files, hashed as they are written; what is kept is per sensor and per day (statistics),
-per batch (records) and per gap.
+Memory stays flat: readings stream from InfluxDB a time slice at a time (certify.source),
+formatted a column at a time (certify.columns) into the files, hashed as they are written
+by a writer thread; what is kept is per sensor and per day (statistics), per batch
+(records) and per gap.
 """
 
 import bisect
+import contextlib
+import queue
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,7 +37,8 @@ import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from certify import source
-from certify.bag import BagWriter
+from certify.bag import BagWriter, HashingWriter
+from certify.columns import BatchSteps, ColumnError, SliceFormatter
 from certify.report import ExportStats, render_html
 from certify.rows import (
     GAP_COLUMNS,
@@ -51,7 +56,7 @@ from certify.rows import (
 from certify.source import Span
 from contract import signing
 from contract.ids import check_ident
-from ingest.influx import InfluxQuery, quote_ident
+from ingest.influx import InfluxQuery
 
 LOOKBACK_NS = 31 * 86_400 * 1_000_000_000
 LOOKAHEAD_NS = 31 * 86_400 * 1_000_000_000
@@ -89,6 +94,10 @@ class _BatchIndex:
             firsts.append(b.first_seq)
             rows.append(b)
 
+    def steps(self) -> dict[str, BatchSteps]:
+        """The same lookup per gateway, as step functions for whole columns of seqs."""
+        return {gw: BatchSteps.build(rows) for gw, (_, rows) in self._by_gw.items()}
+
     def find(self, gateway: str, seq: int) -> BatchRow | None:
         entry = self._by_gw.get(gateway)
         if entry is None:
@@ -97,6 +106,44 @@ class _BatchIndex:
         if i >= 0 and entry[1][i].last_seq >= seq:
             return entry[1][i]
         return None
+
+
+class _Writers:
+    """readings.csv and readings.jsonl, written and hashed by a thread: hashing and disk
+    writes (which release the GIL) overlap the formatting of the next slice."""
+
+    def __init__(self, csv: HashingWriter, jsonl: HashingWriter) -> None:
+        self._csv = csv
+        self._jsonl = jsonl
+        self._queue: queue.Queue[tuple[list[bytes], list[bytes]] | None] = queue.Queue(maxsize=1)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="bundle-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._error is not None:
+                continue  # drain until close()
+            try:
+                for data in item[0]:
+                    self._csv.write(data)
+                for data in item[1]:
+                    self._jsonl.write(data)
+            except BaseException as err:  # raised in the exporting thread
+                self._error = err
+
+    def write(self, csv: list[bytes], jsonl: list[bytes]) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put((csv, jsonl))
+
+    def close(self) -> None:
+        """Wait for every write; raise the first that failed."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 class Progress:
@@ -135,19 +182,6 @@ class Progress:
             self._bar.stop()
 
 
-def _count_readings(client: InfluxQuery, plantation: str, kinds: list[str], span: Span) -> int:
-    total = 0
-    for kind in kinds:
-        for s in client.query(
-            f"SELECT count(seq) FROM {quote_ident(kind)} WHERE plantation = $p "
-            "AND time >= $start AND time < $end",
-            params={"p": plantation, "start": span.start_ns, "end": span.end_ns},
-        ):
-            for row in s.values:
-                total += int(row[1] or 0)
-    return total
-
-
 def _edge_readings(
     client: InfluxQuery,
     plantation: str,
@@ -182,7 +216,7 @@ def export_bundle(
     org_key: Ed25519PrivateKey,
     registry: dict[str, Any],
     progress: bool = False,
-    page_rows: int = source.PAGE_ROWS,
+    page_rows: int = source.SLICE_ROWS,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> ExportSummary:
     """Write the bundle for ``plantation`` over ``span`` into the new folder ``out``.
@@ -217,6 +251,7 @@ def _export(
     kinds = source.reading_kinds(client)
     names = source.value_names(client, kinds)
     bounds = source.seq_bounds(client, plantation, kinds, span)
+    plan = source.plan_slices(client, plantation, kinds, span, page_rows)
     wide = Span(span.start_ns - LOOKBACK_NS, span.end_ns + LOOKAHEAD_NS)
 
     # Gaps (few) first: the batches that declared a gap in the period belong in the bundle.
@@ -269,67 +304,85 @@ def _export(
     after.sort(key=lambda r: (r.ts, r.gateway, r.seq))
 
     progress = progress and sys.stderr.isatty()
-    total = _count_readings(client, plantation, kinds, span) if progress else None
-    bar = Progress(progress, total)
+    bar = Progress(progress, plan.readings)
     stats = ExportStats(span.start_ns, span.end_ns)
-    csv_out = bag.payload("readings.csv")
-    jsonl_out = bag.payload("readings.jsonl")
-    csv_out.write(reading_csv_header(names).encode())
-    written: dict[str, int] = {}
-    for r, _ in held:
-        written[r.batch] = written.get(r.batch, 0) + 1
-
-    def emit(rows: Iterable[ReadingRow]) -> None:
-        csv_lines: list[str] = []
-        json_lines: list[bytes] = []
-        find = index.find
-        add = stats.add
-        for r in rows:
-            home = find(r.gateway, r.seq)
-            if home is None:
-                summary.unbatched_readings += 1
-            else:
-                r.batch = home.batch
-                written[home.batch] = written.get(home.batch, 0) + 1
-            when = rfc3339_ns(r.ts)
-            csv_lines.append(reading_csv_line(r, names, when))
-            json_lines.append(reading_json_line(r, when))
-            add(r)
-            if len(json_lines) == 5_000:
-                csv_out.write("".join(csv_lines).encode())
-                jsonl_out.write(b"".join(json_lines))
-                bar.advance(len(json_lines))
-                csv_lines.clear()
-                json_lines.clear()
-        csv_out.write("".join(csv_lines).encode())
-        jsonl_out.write(b"".join(json_lines))
-        bar.advance(len(json_lines))
-
+    out_files = _Writers(bag.payload("readings.csv"), bag.payload("readings.jsonl"))
     try:
-        emit(
-            _chain(
-                before, source.merged_readings(client, plantation, kinds, span, page_rows), after
-            )
+        out_files.write([reading_csv_header(names).encode()], [])
+        written: dict[str, int] = {}
+        for r, _ in held:
+            written[r.batch] = written.get(r.batch, 0) + 1
+
+        def emit(rows: Iterable[ReadingRow]) -> None:
+            """Rows one by one (the few outside the period)."""
+            csv_lines: list[str] = []
+            json_lines: list[bytes] = []
+            find = index.find
+            add = stats.add
+            for r in rows:
+                home = find(r.gateway, r.seq)
+                if home is None:
+                    summary.unbatched_readings += 1
+                else:
+                    r.batch = home.batch
+                    written[home.batch] = written.get(home.batch, 0) + 1
+                when = rfc3339_ns(r.ts)
+                csv_lines.append(reading_csv_line(r, names, when))
+                json_lines.append(reading_json_line(r, when))
+                add(r)
+            out_files.write(["".join(csv_lines).encode()], json_lines)
+            bar.advance(len(json_lines))
+
+        formatter = SliceFormatter(
+            plantation, names, index.steps(), source.clock_kinds(client, kinds)
         )
-    finally:
-        bar.close()
-    # Batches still short of readings had some dated outside the period without being at its
-    # edge (a gateway clock stepped back or forward): fetch those few and append them, so
-    # every signature can be checked.
-    seen = {(r.gateway, r.seq) for r in (*before, *after)}
-    short = [b for b in chosen if b.first_seq >= 0 and written.get(b.batch, 0) < b.readings]
-    stragglers: list[ReadingRow] = []
-    for b in short[:MAX_SHORT_BATCHES]:
-        for part in (Span(wide.start_ns, span.start_ns), Span(span.end_ns, wide.end_ns)):
-            stragglers += (
-                r
-                for r in _edge_readings(
-                    client, plantation, kinds, b.gateway, b.first_seq, b.last_seq, part
+        try:
+            emit(before)
+            slices = source.reading_slices(client, plantation, kinds, plan.slices)
+            for sl, counted, series in zip(plan.slices, plan.counts, slices, strict=True):
+                try:
+                    text = formatter.format_slice(series)
+                except ColumnError as err:
+                    raise source.SourceError(str(err)) from None
+                del series
+                if text.rows < counted:
+                    raise source.SourceError(
+                        f"InfluxDB answered {text.rows} of the {counted} readings it counted "
+                        f"from {rfc3339_ns(sl.start_ns)} to {rfc3339_ns(sl.end_ns)}: is its "
+                        "[http] max-row-limit set? Set it to 0 (no limit) for exports"
+                    )
+                out_files.write(text.csv, text.jsonl)
+                for batch_id, n in text.per_batch.items():
+                    written[batch_id] = written.get(batch_id, 0) + n
+                summary.unbatched_readings += text.unbatched
+                stats.add_runs(text.runs)
+                bar.advance(text.rows)
+                del text
+            emit(after)
+        finally:
+            bar.close()
+        # Batches still short of readings had some dated outside the period without being at its
+        # edge (a gateway clock stepped back or forward): fetch those few and append them, so
+        # every signature can be checked.
+        seen = {(r.gateway, r.seq) for r in (*before, *after)}
+        short = [b for b in chosen if b.first_seq >= 0 and written.get(b.batch, 0) < b.readings]
+        stragglers: list[ReadingRow] = []
+        for b in short[:MAX_SHORT_BATCHES]:
+            for part in (Span(wide.start_ns, span.start_ns), Span(span.end_ns, wide.end_ns)):
+                stragglers += (
+                    r
+                    for r in _edge_readings(
+                        client, plantation, kinds, b.gateway, b.first_seq, b.last_seq, part
+                    )
+                    if (r.gateway, r.seq) not in seen
                 )
-                if (r.gateway, r.seq) not in seen
-            )
-    stragglers.sort(key=lambda r: (r.ts, r.gateway, r.seq))
-    emit(stragglers)
+        stragglers.sort(key=lambda r: (r.ts, r.gateway, r.seq))
+        emit(stragglers)
+    except BaseException:
+        with contextlib.suppress(BaseException):
+            out_files.close()
+        raise
+    out_files.close()
     if len(short) > MAX_SHORT_BATCHES:
         summary.warnings.append(
             f"{len(short)} batches lack readings in InfluxDB; only the first "
@@ -340,11 +393,10 @@ def _export(
     quarantine_out = bag.payload("quarantined.jsonl")
     quarantine_out.write(b"".join(quarantine_json_line(r, reason) for r, reason in held))
     bag.close_payload("quarantined.jsonl")
-    for kind in kinds:
-        for gw, sensor, day, count in source.day_counts(client, plantation, kind, span):
-            stats.add_day_count(gw, sensor, day, count)
-        for gw, sensor, t, values in source.windows(client, plantation, kind, span, stats.bucket_s):
-            stats.add_window(gw, sensor, t, values)
+    # Per-day counts and chart windows were gathered from the stream (add_runs): the same
+    # figures as InfluxDB's count/mean/min/max per day and window, without reading it all
+    # a second and third time.
+    stats.add_stream_windows(kinds)
 
     gaps_out = bag.payload("gaps.csv")
     gaps_out.write(csv_line(GAP_COLUMNS).encode())
@@ -458,11 +510,3 @@ def _quarantined(
             )
     summary.quarantined = len(held)
     return held
-
-
-def _chain(
-    before: list[ReadingRow], stream: Iterator[ReadingRow], after: list[ReadingRow]
-) -> Iterator[ReadingRow]:
-    yield from before
-    yield from stream
-    yield from after

@@ -12,13 +12,18 @@ from 240 time windows per sensor that InfluxDB aggregates (mean, min, max), like
 counts; memory does not grow with the period.
 """
 
+import bisect
 import dataclasses
 import html
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import reduce
+from itertools import repeat
+from operator import add, floordiv, sub
 
+from certify.columns import SeriesRun
 from certify.rows import GapRow, ReadingRow, csv_line, rfc3339_ns
 
 NS_PER_S = 1_000_000_000
@@ -83,6 +88,8 @@ class ExportStats:
         self.sensors: dict[tuple[str, str], SensorStats] = {}
         self.calibrations: dict[tuple[str, str, str], CalibrationUse] = {}
         self.readings = 0
+        self._windows: dict[tuple[str, str, str], dict[int, dict[str, list[float]]]] = {}
+        """(kind, gateway, sensor) -> window -> value -> [sum, count, min, max]."""
 
     def add(self, r: ReadingRow) -> None:
         """Feed one reading (in time order per sensor)."""
@@ -107,6 +114,116 @@ class ExportStats:
             use.first_ts = min(use.first_ts, ts)
             use.last_ts = max(use.last_ts, ts)
             use.readings += 1
+
+    def add_runs(self, runs: Iterable[SeriesRun]) -> None:
+        """Feed one time slice's readings a series at a time (``runs`` in time order of
+        their first reading): the same figures as :meth:`add` row by row in time order."""
+        by_sensor: dict[tuple[str, str], list[SeriesRun]] = {}
+        for run in runs:
+            by_sensor.setdefault((run.gateway, run.sensor), []).append(run)
+        for key, mine in by_sensor.items():
+            s = self.sensors.get(key)
+            if s is None:
+                one = mine[0]
+                s = SensorStats(one.gateway, one.sensor, one.field, one.kind)
+                self.sensors[key] = s
+            n = sum(len(r.ts) for r in mine)
+            self.readings += n
+            s.readings += n
+            if len(mine) == 1:
+                ts: Sequence[int] = mine[0].ts  # strictly increasing
+            else:
+                # One sensor in several series (it moved to another field): merged times,
+                # each once (add() skips an interval of zero).
+                ts = sorted({t for r in mine for t in r.ts})
+            last = s.last_ts
+            iv = s.intervals_ms
+            if last is not None and ts[0] > last:
+                ms = (ts[0] - last) // 1_000_000
+                iv[ms] = iv.get(ms, 0) + 1
+            if len(ts) > 1:
+                steps = Counter(map(floordiv, map(sub, ts[1:], ts[:-1]), repeat(1_000_000)))
+                for ms, count in steps.items():
+                    iv[ms] = iv.get(ms, 0) + count
+            s.last_ts = ts[-1] if last is None else max(last, ts[-1])
+            for r in mine:
+                if r.cals is not None:
+                    self._add_cals(r.gateway, r.sensor, r.ts, r.cals)
+                self._add_days_and_windows(s, r)
+
+    def _add_days_and_windows(self, s: SensorStats, r: SeriesRun) -> None:
+        """Per-day counts and chart windows of a run of the period's readings, what
+        :meth:`add_day_count` and :meth:`add_window` take from InfluxDB's aggregates
+        (``count`` per day; ``mean``, ``min``, ``max`` per window, both aligned to the
+        epoch as InfluxDB's ``GROUP BY time()``)."""
+        ts = r.ts
+        n = len(ts)
+        i = 0
+        day = ts[0] // NS_PER_DAY
+        while i < n:
+            j = bisect.bisect_left(ts, (day + 1) * NS_PER_DAY, i)
+            if j > i:
+                s.per_day[day] += j - i
+            i, day = j, day + 1
+        if not r.values:
+            return
+        width = self.bucket_s * NS_PER_S
+        windows = self._windows.setdefault((r.kind, r.gateway, r.sensor), {})
+        i = 0
+        w = ts[0] // width
+        while i < n:
+            j = bisect.bisect_left(ts, (w + 1) * width, i)
+            if j > i:
+                acc = windows.setdefault(w, {})
+                for name, col in r.values:
+                    part = col[i:j]
+                    if not r.clean:
+                        part = [
+                            float(x)
+                            for x in part
+                            if x is not None and not isinstance(x, str | bool)
+                        ]
+                        if not part:
+                            continue
+                    a = acc.get(name)
+                    if a is None:
+                        acc[name] = [reduce(add, part, 0.0), len(part), min(part), max(part)]
+                    else:
+                        # One addition after the other, as InfluxDB's mean does (sum()
+                        # may compensate, and a partial sum rounds differently).
+                        a[0] = reduce(add, part, a[0])
+                        a[1] += len(part)
+                        a[2] = min(a[2], min(part))
+                        a[3] = max(a[3], max(part))
+            i, w = j, w + 1
+
+    def add_stream_windows(self, kinds: Sequence[str]) -> None:
+        """Feed :meth:`add_window` the chart windows gathered by :meth:`add_runs`, in the
+        order InfluxDB would answer them (kind, gateway, sensor, time)."""
+        width = self.bucket_s * NS_PER_S
+        for kind in kinds:
+            for (k, gw, sensor), windows in sorted(self._windows.items()):
+                if k != kind:
+                    continue
+                for w in sorted(windows):
+                    values = {
+                        name: (total / count, lo, hi)
+                        for name, (total, count, lo, hi) in sorted(windows[w].items())
+                    }
+                    self.add_window(gw, sensor, w * width, values)
+
+    def _add_cals(
+        self, gateway: str, sensor: str, ts: Sequence[int], cals: Sequence[object]
+    ) -> None:
+        for t, cal in zip(ts, cals, strict=True):
+            if cal:
+                ck = (gateway, sensor, str(cal))
+                use = self.calibrations.get(ck)
+                if use is None:
+                    use = self.calibrations[ck] = CalibrationUse(t, t)
+                use.first_ts = min(use.first_ts, t)
+                use.last_ts = max(use.last_ts, t)
+                use.readings += 1
 
     def _sensor(self, gateway: str, sensor: str) -> SensorStats | None:
         return self.sensors.get((gateway, sensor))

@@ -17,19 +17,26 @@ Checks, in order:
 
 Readings stream through in one pass; memory holds the batch records, the gaps, the
 readings of batches not yet complete, and per gateway a list of seq ranges.
+
+To be fast, the checksums (1, 2) are computed in a thread while checks 3-5 run over chunks
+of the readings files in worker processes (certify.verify_chunks), which can only show the
+readings clean; when they do not, the sequential pass here runs and names each failure, in
+file order. Either way the verdict is the same.
 """
 
 import bisect
 import csv
 import io
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import cast
 
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from certify.bag import BundleSource, check_bag, iter_lines
+from certify import verify_chunks
+from certify.bag import BundleSource, FolderBundle, check_bag, iter_lines, parse_bag_info
 from certify.devices import gateway_keys
 from certify.rows import (
     GAP_COLUMNS,
@@ -62,6 +69,12 @@ QUARANTINED = "data/quarantined.jsonl"
 """Optional: bundles written before quarantined readings were exported lack it."""
 MAX_LISTED = 50
 """Failures of one kind listed by name before the rest are only counted."""
+FAST_FROM_BYTES = 1 << 20
+"""readings.jsonl from this size on goes the fast way first (a small bundle takes a few ms
+either way, and one that is not valid would be read twice)."""
+PARALLEL_FROM_BYTES = 8 << 20
+"""readings.jsonl from this size on is checked in worker processes (below, starting them
+costs more than they save)."""
 
 
 @dataclass
@@ -160,11 +173,20 @@ def verify_bundle(src: BundleSource, pinned: Ed25519PublicKey | None = None) -> 
     Never raises for bad bundle content: whatever is wrong becomes a failure.
     """
     verdict = Verdict()
+    fast = _FastPath.start(src)  # before our thread: its workers fork
     try:
-        bag = check_bag(src, pinned)
+        # The checksums are computed in a thread (hashlib lets go of the GIL) while the
+        # readings are checked.
+        with ThreadPoolExecutor(1, thread_name_prefix="verify-bag") as hashing:
+            bag_job = hashing.submit(check_bag, src, pinned)
+            clean = fast.run() if fast is not None else None
+            bag = bag_job.result()
     except OSError as err:
         verdict.fail(f"the bundle cannot be read: {err}")
         return verdict
+    finally:
+        if fast is not None:
+            fast.close()
     for f in bag.failures:
         verdict.fail(f)
     verdict.notes.extend(bag.notes)
@@ -178,7 +200,15 @@ def verify_bundle(src: BundleSource, pinned: Ed25519PublicKey | None = None) -> 
     if not plantation:
         verdict.fail("bag-info.txt has no Farmtel-Plantation")
     try:
-        _check_content(src, plantation, verdict)
+        if clean is not None and clean.plantation == plantation:
+            # The checks below, shown to find nothing: only their counts are left to give.
+            verdict.readings = clean.readings
+            verdict.quarantined = clean.quarantined
+            verdict.batches = clean.batches
+            verdict.batches_verified = clean.batches_verified
+            verdict.gaps = clean.gaps
+        else:
+            _check_content(src, plantation, verdict)
     except Exception as err:  # any surprise in hostile input is a failure, not a crash
         verdict.fail(f"the bundle could not be read through: {type(err).__name__}: {err}")
     return verdict
@@ -260,17 +290,7 @@ def _check_batch(
         # A ReadingRow has every attribute canonical_message reads (seq, sensor, field, kind,
         # ts, clock, cal, values); a frozen SignedReading per row cost 4x as much to build.
         cast("list[signing.SignedReading]", ob.readings),
-        (
-            signing.SignedGap(
-                None if g.sensor == WHOLE_GATEWAY else g.sensor,
-                g.start,
-                g.end,
-                g.reason,
-                g.seq,
-                g.count,
-            )
-            for g in gaps
-        ),
+        _signed_gaps(gaps),
     )
     try:
         signing.verify(keys.get(b.gateway, {}), b.sig or None, message)
@@ -280,7 +300,31 @@ def _check_batch(
     ob.readings = []
 
 
-def _check_content(src: BundleSource, plantation: str, verdict: Verdict) -> None:
+def _signed_gaps(gaps: Iterable[GapRow]) -> Iterator[signing.SignedGap]:
+    for g in gaps:
+        yield signing.SignedGap(
+            None if g.sensor == WHOLE_GATEWAY else g.sensor,
+            g.start,
+            g.end,
+            g.reason,
+            g.seq,
+            g.count,
+        )
+
+
+@dataclass
+class _Loaded:
+    """What the readings are checked against: registry keys, batches (with their
+    quarantined readings), gaps, and the quarantined readings' seqs per gateway."""
+
+    keys: dict[str, dict[str, Ed25519PublicKey]]
+    batches: dict[str, _OpenBatch]
+    gaps: list[GapRow]
+    gaps_by_batch: dict[str, list[GapRow]]
+    seqs: dict[str, _SeqSet]
+
+
+def _load(src: BundleSource, plantation: str, verdict: Verdict) -> _Loaded:
     keys = _load_registry(src, verdict)
     batches = _load_batches(src, verdict)
     gaps = _load_gaps(src, verdict)
@@ -303,14 +347,32 @@ def _check_content(src: BundleSource, plantation: str, verdict: Verdict) -> None
     seqs: dict[str, _SeqSet] = {}
     if QUARANTINED in set(src.names()):
         _load_quarantined(src, plantation, batches, seqs, verdict)
-    csv_lines = iter_lines(src, "data/readings.csv")
-    header = next(csv_lines, b"").decode("utf-8", errors="replace").rstrip("\r").split(",")
+    return _Loaded(keys, batches, gaps, gaps_by_batch, seqs)
+
+
+def _value_names(header_line: bytes, verdict: Verdict) -> list[str]:
+    """The value columns named by the readings.csv header; a failure when it is not ours."""
+    header = header_line.decode("utf-8", errors="replace").rstrip("\r").split(",")
     fixed = list(READING_FIXED_COLUMNS)
     if header[: len(fixed)] != fixed:
         verdict.fail(f"data/readings.csv header starts {header[: len(fixed)]}, not {fixed}")
     value_names = header[len(fixed) :]
     if value_names != sorted(set(value_names)):
         verdict.fail("data/readings.csv value columns are not sorted and distinct")
+    return value_names
+
+
+def _check_content(src: BundleSource, plantation: str, verdict: Verdict) -> None:
+    loaded = _load(src, plantation, verdict)
+    keys, batches, gaps, gaps_by_batch, seqs = (
+        loaded.keys,
+        loaded.batches,
+        loaded.gaps,
+        loaded.gaps_by_batch,
+        loaded.seqs,
+    )
+    csv_lines = iter_lines(src, "data/readings.csv")
+    value_names = _value_names(next(csv_lines, b""), verdict)
     csv_done = False
     listed = 0
     n = 0
@@ -444,3 +506,154 @@ def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
         else:
             out.append((lo, hi))
     return out
+
+
+@dataclass
+class _Clean:
+    """Checks 3-5 found nothing; the counts the verdict gives."""
+
+    plantation: str
+    readings: int
+    quarantined: int
+    batches: int
+    batches_verified: int
+    gaps: int
+
+
+class _FastPath:
+    """Checks 3-5 over chunks of the readings files (certify.verify_chunks), in worker
+    processes when the bundle is a folder large enough to be worth them."""
+
+    def __init__(
+        self,
+        src: BundleSource,
+        plantation: str,
+        loaded: _Loaded,
+        scratch: Verdict,
+        ctx: verify_chunks.Context,
+    ) -> None:
+        self.src = src
+        self.plantation = plantation
+        self.loaded = loaded
+        self.scratch = scratch
+        self.ctx = ctx
+        self.pool: verify_chunks.Pool | None = None
+        self.chunk_bytes: int | None = None
+        """readings.jsonl bytes per chunk; None: verify_chunks.CHUNK_BYTES."""
+
+    @classmethod
+    def start(cls, src: BundleSource) -> "_FastPath | None":
+        """Load what the readings are checked against and start the workers; None when
+        the sequential pass must run anyway (something is missing or already wrong)."""
+        try:
+            present = set(src.names())
+            if any(n not in present for n in (*REQUIRED, "bag-info.txt")):
+                return None
+            with src.open(verify_chunks.JSONL) as f:
+                size = f.seek(0, io.SEEK_END)
+            if size < FAST_FROM_BYTES:
+                return None
+            plantation = parse_bag_info(src.read("bag-info.txt"), []).get("Farmtel-Plantation", "")
+            if not plantation:
+                return None
+            scratch = Verdict()
+            loaded = _load(src, plantation, scratch)
+            with src.open("data/readings.csv") as f:
+                value_names = _value_names(f.readline().rstrip(b"\n"), scratch)
+            ctx = _chunk_context(plantation, loaded, value_names)
+            if scratch.failures or ctx is None:
+                return None
+            fast = cls(src, plantation, loaded, scratch, ctx)
+        except Exception:
+            return None
+        if isinstance(src, FolderBundle):
+            try:
+                workers = verify_chunks.worker_count()
+                if size >= PARALLEL_FROM_BYTES and workers > 0:
+                    fast.pool = verify_chunks.Pool(ctx, str(src.root), workers)
+            except Exception:  # no processes to be had: check the chunks in this one
+                fast.pool = None
+        return fast
+
+    def run(self) -> _Clean | None:
+        """The counts when checks 3-5 find nothing, else None."""
+        try:
+            with (
+                self.src.open(verify_chunks.JSONL) as fj,
+                self.src.open(verify_chunks.CSV) as fc,
+            ):
+                summary = verify_chunks.check_readings(
+                    self.ctx, fj, fc, self.pool, self.chunk_bytes
+                )
+            if summary is None:
+                return None
+            seqs: dict[str, _SeqSet] = {}
+            for gw in summary.ranges.keys() | self.loaded.seqs.keys():
+                ranges = list(summary.ranges.get(gw, []))
+                quarantined = self.loaded.seqs.get(gw)
+                if quarantined is not None:
+                    ranges.extend(zip(quarantined.lo, quarantined.hi, strict=True))
+                merged = verify_chunks.merge_ranges(ranges)
+                if merged is None:
+                    return None  # a seq twice
+                s = seqs[gw] = _SeqSet()
+                s.lo = [lo for lo, _ in merged]
+                s.hi = [hi for _, hi in merged]
+            _check_continuity(seqs, self.loaded.gaps, self.scratch)
+            if self.scratch.failures:
+                return None
+            return _Clean(
+                self.plantation,
+                summary.readings,
+                self.scratch.quarantined,
+                self.scratch.batches,
+                summary.batches_verified,
+                self.scratch.gaps,
+            )
+        except Exception:
+            return None
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+
+
+def _chunk_context(
+    plantation: str, loaded: _Loaded, value_names: list[str]
+) -> verify_chunks.Context | None:
+    """What each chunk is checked against; None when a batch record already disagrees with
+    the bundle (the sequential pass says how)."""
+    specs: dict[str, verify_chunks.BatchSpec] = {}
+    for bid, ob in loaded.batches.items():
+        b = ob.row
+        gaps = loaded.gaps_by_batch.get(bid, [])
+        if len(gaps) != b.gaps or ob.quarantined != b.quarantined or b.readings < ob.quarantined:
+            return None
+        head = signing.canonical_message(plantation, b.gateway, b.batch, [], [])
+        whole = signing.canonical_message(plantation, b.gateway, b.batch, [], _signed_gaps(gaps))
+        if not whole.startswith(head):
+            return None
+        extra = tuple(
+            (
+                r.seq,
+                signing.canonical_message(
+                    plantation, b.gateway, b.batch, cast("list[signing.SignedReading]", [r]), []
+                )[len(head) :].decode("utf-8"),
+            )
+            for r in ob.readings
+        )
+        specs[bid] = verify_chunks.BatchSpec(
+            b.gateway,
+            b.first_seq,
+            b.last_seq,
+            b.readings - ob.quarantined,
+            head,
+            whole[len(head) :],
+            b.sig,
+            extra,
+        )
+    keys = {
+        gw: {kid: signing.public_key_bytes(k) for kid, k in by_id.items()}
+        for gw, by_id in loaded.keys.items()
+    }
+    return verify_chunks.Context(plantation, tuple(value_names), specs, keys)

@@ -507,6 +507,15 @@ def _escape_influxql(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\n", "\\n")
 
 
+@dataclass(frozen=True)
+class RawAnswer:
+    """An answer of ``/query``, not parsed yet (see :meth:`InfluxQuery.query_raw`)."""
+
+    body: bytes
+    status: int
+    action: str
+
+
 class InfluxQuery:
     """InfluxQL over ``/query`` (every InfluxDB version answers it), results in ns epochs."""
 
@@ -532,6 +541,17 @@ class InfluxQuery:
         Raises :class:`InfluxQueryError` for a failed statement, :class:`InfluxRejected`
         for 4xx, :class:`InfluxUnavailable` when the server does not answer or fails.
         """
+        return self.parse(self.query_raw(q, params, db))
+
+    def query_raw(
+        self,
+        q: str,
+        params: Mapping[str, str | int | float] | None = None,
+        db: str | None = None,
+    ) -> RawAnswer:
+        """:meth:`query`'s answer before it is parsed (a JSON document takes several times
+        its size once parsed: a caller that keeps answers waiting keeps these). Raises what
+        :meth:`query` raises for a status; :meth:`parse` raises the rest."""
         fields = {"q": q, "db": db or self.settings.target, "epoch": "ns"}
         if params:
             fields["params"] = orjson.dumps(dict(params)).decode()
@@ -546,21 +566,26 @@ class InfluxQuery:
                 action,
                 self._http.where,
             )
+        return RawAnswer(response.data, response.status, action)
+
+    def parse(self, raw: RawAnswer) -> list[Series]:
+        """The series of an answer from :meth:`query_raw`."""
+        action = raw.action
         try:
-            data = orjson.loads(response.data)
+            data = orjson.loads(raw.body)
         except orjson.JSONDecodeError:
-            if response.status == 400:
-                raise _status_error(400, response.data, None, action, self._http.where) from None
+            if raw.status == 400:
+                raise _status_error(400, raw.body, None, action, self._http.where) from None
             raise InfluxUnavailable(
                 f"InfluxDB at {self._http.where} answered {action} with non-JSON "
-                f"(status {response.status}): {response.data[:200]!r}",
-                response.status,
+                f"(status {raw.status}): {raw.body[:200]!r}",
+                raw.status,
             ) from None
         if not isinstance(data, dict):
             raise InfluxUnavailable(f"InfluxDB answered {action} with {type(data).__name__}")
         if "error" in data:
             said = str(data["error"])
-            raise InfluxQueryError(f"InfluxDB refused {action}: {said}", response.status, said)
+            raise InfluxQueryError(f"InfluxDB refused {action}: {said}", raw.status, said)
         series: list[Series] = []
         for result in data.get("results", []):
             if "error" in result:
@@ -568,7 +593,7 @@ class InfluxQuery:
                 raise InfluxQueryError(
                     f"InfluxDB statement {result.get('statement_id', '?')} of {action} "
                     f"failed: {said}",
-                    response.status,
+                    raw.status,
                     said,
                 )
             for s in result.get("series", []):
