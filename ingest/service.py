@@ -159,6 +159,11 @@ class Ingest:
             return
         if msg.dup:
             self.counters["redeliveries"] += 1
+            if self.counters["redeliveries"] == 1:
+                log.info(
+                    "the broker redelivers messages not acked before (MQTT DUP), e.g. after a "
+                    "restart; they are stored again idempotently"
+                )
         self.inbox.put(Inbound(msg.mid, msg.qos, msg.topic, bytes(msg.payload)))
 
     # writer thread ---------------------------------------------------------------------------
