@@ -62,6 +62,7 @@ from contract.wire import (
     WireReading,
     plain_reading,
     reading_from_wire,
+    validated_reading,
     wire_form,
 )
 
@@ -953,18 +954,7 @@ class Outbox:
             if wire is None:
                 try:
                     wire = wire_form(
-                        Reading.model_validate(
-                            {
-                                "sensor": sensor,
-                                "field": field_,
-                                "kind": kind,
-                                "ts": ts,
-                                "clock": clock,
-                                "seq": seq,
-                                "values": values,
-                                "cal": cal,
-                            }
-                        )
+                        validated_reading(sensor, field_, kind, ts, clock, seq, values, cal)
                     )
                 except ValidationError:
                     bad[len(out)] = seq

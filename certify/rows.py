@@ -202,7 +202,7 @@ def _str(obj: Mapping[str, Any], key: str) -> str:
     return v
 
 
-_READING_KEYS = (
+READING_JSON_KEYS = (
     "plantation",
     "field",
     "gateway",
@@ -216,6 +216,7 @@ _READING_KEYS = (
     "batch",
     "values",
 )
+"""The keys of a readings.jsonl row, in the order :func:`reading_json_line` writes them."""
 
 
 def parse_reading_json(line: bytes) -> tuple[ReadingRow, str]:

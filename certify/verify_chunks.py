@@ -38,7 +38,7 @@ from typing import Any, BinaryIO
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from certify.rows import csv_cell
+from certify.rows import READING_JSON_KEYS, csv_cell
 from contract import signing
 
 JSONL = "data/readings.jsonl"
@@ -48,22 +48,7 @@ CHUNK_BYTES = 2 << 20
 RESULT_TIMEOUT_S = 600
 """A worker that has not answered by then is taken for stuck: the sequential pass runs."""
 
-_READING_KEYS = (
-    "plantation",
-    "field",
-    "gateway",
-    "sensor",
-    "kind",
-    "time_utc",
-    "ts_ns",
-    "clock",
-    "seq",
-    "cal",
-    "batch",
-    "values",
-)
-"""The keys of a readings.jsonl row (certify.rows.reading_json_line)."""
-_ROW = itemgetter(*_READING_KEYS)
+_ROW = itemgetter(*READING_JSON_KEYS)
 _NS = 1_000_000_000
 _NOT_PLAIN = re.compile(r'["\\\x00-\x1f\x7f]')
 """What a CSV cell must not hold to be copied into a JSON string as it is."""

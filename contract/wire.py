@@ -263,6 +263,32 @@ def plain_reading(
     }
 
 
+def validated_reading(
+    sensor: object,
+    field: object,
+    kind: object,
+    ts: object,
+    clock: object,
+    seq: object,
+    values: object,
+    cal: object,
+) -> Reading:
+    """pydantic's decision on a reading given by its parts (the reference that
+    :func:`plain_reading` agrees with): the coerced :class:`Reading`, or ValidationError."""
+    return Reading.model_validate(
+        {
+            "sensor": sensor,
+            "field": field,
+            "kind": kind,
+            "ts": ts,
+            "clock": clock,
+            "seq": seq,
+            "values": values,
+            "cal": cal,
+        }
+    )
+
+
 def wire_form(reading: Reading) -> WireReading:
     """The wire form of a validated :class:`Reading`."""
     return {**reading.__dict__, "clock": reading.clock.value}

@@ -21,6 +21,7 @@ from contract.wire import (
     encode_wire_batch,
     plain_reading,
     reading_from_wire,
+    validated_reading,
     wire_form,
 )
 from ingest import mapping
@@ -206,19 +207,9 @@ def test_plain_reading_decides_like_pydantic(
     values: object,
     cal: object,
 ) -> None:
-    fields = {
-        "sensor": sensor,
-        "field": field,
-        "kind": kind,
-        "ts": ts,
-        "clock": clock,
-        "seq": seq,
-        "values": values,
-        "cal": cal,
-    }
     plain = plain_reading(sensor, field, kind, ts, clock, seq, values, cal)
     try:
-        model = Reading.model_validate(fields)
+        model = validated_reading(sensor, field, kind, ts, clock, seq, values, cal)
     except ValueError:
         assert plain is None
         return
