@@ -107,13 +107,7 @@ class ExportStats:
             iv[ms] = iv.get(ms, 0) + 1
         s.last_ts = ts
         if r.cal:
-            ck = (r.gateway, r.sensor, r.cal)
-            use = self.calibrations.get(ck)
-            if use is None:
-                use = self.calibrations[ck] = CalibrationUse(ts, ts)
-            use.first_ts = min(use.first_ts, ts)
-            use.last_ts = max(use.last_ts, ts)
-            use.readings += 1
+            self._use_cal(r.gateway, r.sensor, r.cal, ts)
 
     def add_runs(self, runs: Iterable[SeriesRun]) -> None:
         """Feed one time slice's readings a series at a time (``runs`` in time order of
@@ -217,13 +211,17 @@ class ExportStats:
     ) -> None:
         for t, cal in zip(ts, cals, strict=True):
             if cal:
-                ck = (gateway, sensor, str(cal))
-                use = self.calibrations.get(ck)
-                if use is None:
-                    use = self.calibrations[ck] = CalibrationUse(t, t)
-                use.first_ts = min(use.first_ts, t)
-                use.last_ts = max(use.last_ts, t)
-                use.readings += 1
+                self._use_cal(gateway, sensor, str(cal), t)
+
+    def _use_cal(self, gateway: str, sensor: str, cal: str, ts: int) -> None:
+        """Count a reading of ``sensor`` taken at ``ts`` under calibration ``cal``."""
+        ck = (gateway, sensor, cal)
+        use = self.calibrations.get(ck)
+        if use is None:
+            use = self.calibrations[ck] = CalibrationUse(ts, ts)
+        use.first_ts = min(use.first_ts, ts)
+        use.last_ts = max(use.last_ts, ts)
+        use.readings += 1
 
     def _sensor(self, gateway: str, sensor: str) -> SensorStats | None:
         return self.sensors.get((gateway, sensor))
