@@ -288,12 +288,26 @@ class Proc:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
 
 
-def spawn(name: str, argv: list[str], log: Path, env_extra: dict[str, str] | None = None) -> Proc:
+def spawn(
+    name: str,
+    argv: list[str],
+    log: Path,
+    env_extra: dict[str, str] | None = None,
+    stdin_pipe: bool = False,
+) -> Proc:
+    """Start ``argv`` with its output in ``log``; ``stdin_pipe`` gives it a pipe to write to."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FARMTEL_")}
     env["PYTHONUNBUFFERED"] = "1"
     env.update(env_extra or {})
     fh = open(log, "ab")  # noqa: SIM115 - handed to the child
-    popen = subprocess.Popen(argv, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env=env)
+    popen = subprocess.Popen(
+        argv,
+        cwd=ROOT,
+        stdin=subprocess.PIPE if stdin_pipe else None,
+        stdout=fh,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
     fh.close()
     proc = Proc(name, popen, log)
     _spawned.append(proc)
@@ -307,6 +321,36 @@ def spawn_ingest(work: Path, info: StackInfo, db: str, group: str, n: int, **ing
     return spawn(
         cid, [PYTHON, "-m", "cli", "ingest", "run", "--config", str(cfg)], work / f"{cid}.log"
     )
+
+
+def spawn_replay(
+    work: Path, info: StackInfo, gateways: Sequence[str], batch_size: int, max_inflight: int
+) -> Proc:
+    """bench/replay_gateways.py for ``gateways`` (outboxes in ``work/<gateway>/``), once it
+    has built their batches and printed ``ready``; write ``go`` to its stdin to start."""
+    log = work / "replay-gateways.log"
+    proc = spawn(
+        "replay",
+        [
+            PYTHON,
+            str(ROOT / "bench" / "replay_gateways.py"),
+            info.mqtt_host,
+            str(info.mqtt_port),
+            PLANTATION,
+            str(batch_size),
+            str(max_inflight),
+            str(work),
+            *gateways,
+        ],
+        log,
+        stdin_pipe=True,
+    )
+    deadline = time.monotonic() + 300
+    while "ready " not in log.read_text(errors="replace"):
+        if proc.popen.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"replay gateways did not get ready:\n{proc.tail()}")
+        time.sleep(0.1)
+    return proc
 
 
 def spawn_agent(work: Path, info: StackInfo, gateway: str, state: Path, **outbox: Any) -> Proc:

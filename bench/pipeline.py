@@ -7,16 +7,23 @@ ratios compare figures measured minutes apart on the same (possibly shared) mach
 1. InfluxDB ceiling: pre-built line protocol of the same shape as farmtel's readings, posted
    to ``/write`` in 5,000-point batches by 1 and by 2 concurrent clients.
 2. Mosquitto ceiling: paho -> paho, QoS 1, 500 B messages and batch-sized messages.
-3. Pipeline, once per ingest count: ``--gateways`` outboxes are pre-filled with
-   ``--per-gateway`` readings each (not timed), then the ingests and one real agent process
-   per outbox start together; the clock runs from the agents' start until receipts cover
-   every reading. ``sustained`` counts from the first receipt to the last (start-up excluded).
-   Afterwards every gateway's seq 0..n-1 is checked in InfluxDB: exactly once each.
+3. Pipeline, once per ingest count and per ``--gateways-as`` mode: ``--gateways`` outboxes are
+   pre-filled with ``--per-gateway`` readings each (not timed), the ingests start, then
+   - ``agents``: one real agent process per outbox starts; its CPU is on this box too;
+   - ``replay``: bench/replay_gateways.py has built every batch from the same outboxes with
+     the agent's code before the clock starts and publishes them as the agents would (QoS 1,
+     ``--max-inflight`` unreceipted batches per gateway): the load the server sees when the
+     agents run on the gateways, as in production.
+   The clock runs from the start until receipts cover every reading. ``sustained`` counts
+   from the first receipt to the last (start-up excluded). Afterwards every gateway's seq
+   0..n-1 is checked in InfluxDB: exactly once each.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import subprocess
 import sys
 import threading
 import time
@@ -166,9 +173,9 @@ def mosquitto_ceiling(info: StackInfo, size: int, count: int) -> dict[str, Any]:
 
 # --- pipeline ------------------------------------------------------------------------------
 def pipeline(
-    info: StackInfo, work: Path, ingests: int, args: argparse.Namespace, run: int
+    info: StackInfo, work: Path, ingests: int, args: argparse.Namespace, run: int, mode: str
 ) -> dict[str, Any]:
-    folder = work / f"run{run}-{ingests}"
+    folder = work / f"run{run}-{ingests}-{mode}"
     folder.mkdir()
     gateways = [f"gw-{run}-{g:03d}" for g in range(args.gateways)]
     fill_s = harness.prefill(folder, gateways, args.per_gateway)
@@ -187,10 +194,22 @@ def pipeline(
     time.sleep(2.0)  # ingests connect and subscribe; nothing is timed yet
     outbox_opts = {"batch_size": args.batch_size, "max_inflight": args.max_inflight}
     servers = {"influxd": info.influxdb_pid, "mosquitto": info.mosquitto_pid}
+    replay = None
+    if mode == "replay":  # batches built before the clock starts (bench/replay_gateways.py)
+        replay = harness.spawn_replay(folder, info, gateways, args.batch_size, args.max_inflight)
     server_cpu0 = {k: harness.cpu_seconds(v) for k, v in servers.items() if v}
     busy0 = harness.machine_busy()
     t_start = time.monotonic()
-    agents = [harness.spawn_agent(folder, info, gw, folder / gw, **outbox_opts) for gw in gateways]
+    if replay is not None:
+        assert replay.popen.stdin is not None
+        replay.popen.stdin.write(b"go\n")
+        replay.popen.stdin.flush()
+        agents = [replay]
+        replay_cpu0 = replay.cpu_s()
+    else:
+        agents = [
+            harness.spawn_agent(folder, info, gw, folder / gw, **outbox_opts) for gw in gateways
+        ]
     every = procs + agents
     at_first: dict[str, Any] = {}
     spies: list[harness.Proc] = []
@@ -232,6 +251,8 @@ def pipeline(
     cpu_end.update({k: harness.cpu_seconds(v) for k, v in servers.items() if v})
     busy = harness.busy_fraction(busy0, harness.machine_busy())
     cpu = {p.name: round(p.cpu_s(), 2) for p in every if p.popen.poll() is None}
+    if replay is not None and "replay" in cpu:  # building the batches is not timed
+        cpu["replay"] = round(cpu_end["replay"] - replay_cpu0, 2)
     for k, v in server_cpu0.items():
         pid = servers[k]
         assert pid is not None
@@ -241,6 +262,10 @@ def pipeline(
     for spy in spies:
         spy.popen.send_signal(2)
         spy.popen.wait(30)
+    if replay is not None and replay.popen.stdin is not None:
+        replay.popen.stdin.close()  # it disconnects and exits
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            replay.popen.wait(10)
     for p in agents + procs:
         rc = p.stop()
         if rc not in (0, None) or not complete:
@@ -265,6 +290,7 @@ def pipeline(
             "mosquitto": us(["mosquitto"]),
         }
     return {
+        "gateways_as": mode,
         "ingests": ingests,
         "cpu_us_per_reading_after_first_receipt": per_reading,
         "cpu_user_system_s": user_sys,
@@ -279,7 +305,9 @@ def pipeline(
         "first_receipt_after_s": round((first or t_end) - t_start, 3),
         "cpu_s": cpu,
         "cpu_s_ingests": round(sum(v for k, v in cpu.items() if "ingest" in k), 2),
-        "cpu_s_agents": round(sum(v for k, v in cpu.items() if k.startswith("gw-")), 2),
+        "cpu_s_agents": round(
+            sum(v for k, v in cpu.items() if k.startswith("gw-") or k == "replay"), 2
+        ),
         "machine_busy_pct": round(busy * 100, 1),
         "check": check,
     }
@@ -290,6 +318,14 @@ def main() -> int:
     ap.add_argument("--ingests", default="1", help="ingest counts to run, e.g. 1,2,3")
     ap.add_argument("--gateways", type=int, default=4, help="agent processes (default 4)")
     ap.add_argument("--per-gateway", type=int, default=50_000, help="readings per outbox")
+    ap.add_argument(
+        "--gateways-as",
+        default="agents,replay",
+        help="agents: real agent processes send their outboxes (their CPU on this box); "
+        "replay: the batches the agent code built from the same outboxes before the clock "
+        "starts, published by one paho process per run (the server's load: in production the "
+        "agents run on the gateways). Default: both",
+    )
     ap.add_argument("--batch-size", type=int, default=500, help="[outbox] batch_size")
     ap.add_argument("--max-inflight", type=int, default=16, help="[outbox] max_inflight")
     ap.add_argument("--write-max-readings", type=int, default=0, help="[ingest] override")
@@ -305,6 +341,9 @@ def main() -> int:
         ap.error(f"--ingests {args.ingests!r} must be numbers separated by commas, e.g. 1,2,3")
     if not counts or any(not 1 <= n <= 8 for n in counts):
         ap.error(f"--ingests {args.ingests!r}: each count must be 1..8")
+    modes = [m.strip() for m in args.gateways_as.split(",") if m.strip()]
+    if not modes or any(m not in ("agents", "replay") for m in modes):
+        ap.error(f"--gateways-as {args.gateways_as!r}: give agents, replay or agents,replay")
     if not 1 <= args.batch_size <= 5000:
         ap.error(f"--batch-size {args.batch_size} must be 1..5000")
 
@@ -343,11 +382,13 @@ def main() -> int:
                 ],
             )
         runs = []
-        for run, n in enumerate(counts):
-            runs.append(pipeline(info, work, n, args, run))
+        plan = [(mode, n) for mode in modes for n in counts]
+        for run, (mode, n) in enumerate(plan):
+            runs.append(pipeline(info, work, n, args, run, mode))
             r = runs[-1]
             print(
-                f"\npipeline ingests={n}: {r['receipted']:,}/{r['readings']:,} readings in "
+                f"\npipeline gateways as {mode}, ingests={n}: "
+                f"{r['receipted']:,}/{r['readings']:,} readings in "
                 f"{r['seconds']} s = {r['readings_per_s']:,}/s (sustained "
                 f"{r['sustained_readings_per_s']:,}/s); check: "
                 f"{'OK' if not r['check']['problems'] else r['check']['problems'][:3]}"
@@ -360,6 +401,7 @@ def main() -> int:
     harness.table(
         "Pipeline: agent outbox -> Mosquitto -> ingest -> InfluxDB (zero-loss checked)",
         [
+            "gateways as",
             "ingests",
             "readings",
             "s",
@@ -375,6 +417,7 @@ def main() -> int:
         ],
         [
             [
+                r["gateways_as"],
                 r["ingests"],
                 r["readings"],
                 r["seconds"],
@@ -393,10 +436,12 @@ def main() -> int:
     )
     keys = ("ingest", "agent", "influxd", "mosquitto")
     harness.table(
-        "CPU per reading (µs, from the first receipt on: start-up excluded)",
-        ["ingests", *keys, "sum"],
+        "CPU per reading (µs, from the first receipt on: start-up excluded; "
+        "agent = the agents or the replay process)",
+        ["gateways as", "ingests", *keys, "sum"],
         [
             [
+                r["gateways_as"],
                 r["ingests"],
                 *(r["cpu_us_per_reading_after_first_receipt"].get(k, 0.0) for k in keys),
                 round(sum(r["cpu_us_per_reading_after_first_receipt"].values()), 2),

@@ -126,7 +126,12 @@ class Ingest:
         self.client.on_disconnect = self._disconnected
         self.client.on_message = self._message
         self.client.on_connect_fail = self._connect_failed
-        self._worker = threading.Thread(target=self._work, name="writer", daemon=True)
+        # Two threads: "decoder" decodes the next messages while "writer" waits for InfluxDB
+        # to take the previous ones (it acks and receipts them after). One decoded group
+        # waits between them at most, so memory stays ~3 writes' worth.
+        self._decoded: queue.Queue[list[Decoded]] = queue.Queue(maxsize=1)
+        self._worker = threading.Thread(target=self._work, name="decoder", daemon=True)
+        self._writer_thread = threading.Thread(target=self._write_loop, name="writer", daemon=True)
         self.alerts = AlertEngine(
             config.alerts, lambda t, p: self.client.publish(t, p, qos=1), self.writer.write
         )
@@ -166,7 +171,7 @@ class Ingest:
                 )
         self.inbox.put(Inbound(msg.mid, msg.qos, msg.topic, bytes(msg.payload)))
 
-    # writer thread ---------------------------------------------------------------------------
+    # decoder thread --------------------------------------------------------------------------
     def _gather(self) -> list[Inbound]:
         try:
             first = self.inbox.get(timeout=0.5)
@@ -268,8 +273,29 @@ class Ingest:
                 continue
             self.counters["messages"] += len(msgs)
             decoded = [d for d in map(self._decode, msgs) if d is not None]
-            if decoded:
-                self._store(decoded)
+            while decoded and not self.stop_event.is_set():
+                try:
+                    self._decoded.put(decoded, timeout=0.5)
+                    break
+                except queue.Full:  # the writer is still busy (or InfluxDB is down)
+                    continue
+            # Not handed over when stopping: not acked, so the broker redelivers them.
+
+    # writer thread ---------------------------------------------------------------------------
+    def _write_loop(self) -> None:
+        """Store what the decoder hands over, in order; after a stop, what is left queued."""
+        while True:
+            try:
+                items = self._decoded.get(timeout=0.5)
+            except queue.Empty:
+                if self.stop_event.is_set() and not self._worker.is_alive():
+                    return
+                continue
+            try:
+                self._store(items)
+            except Exception:
+                # Not acked: the broker redelivers them after a restart. Keep writing the rest.
+                log.exception("storing %d message(s) failed; they stay unacked", len(items))
 
     def _store(self, items: list[Decoded]) -> None:
         body = "\n".join(chain.from_iterable(d.lines for d in items)).encode()
@@ -332,6 +358,7 @@ class Ingest:
         )
         self.client.loop_start()
         self._worker.start()
+        self._writer_thread.start()
         self.selfmetrics.start()
         if self.prometheus is not None:
             self.prometheus.start()
@@ -345,6 +372,7 @@ class Ingest:
     def stop(self) -> None:
         self.stop_event.set()
         self._worker.join(timeout=15)
+        self._writer_thread.join(timeout=15)
         self.selfmetrics.stop()
         self.client.disconnect()
         self.client.loop_stop()

@@ -162,9 +162,20 @@ def test_three_ingests_one_killed_mid_stream_lose_and_double_nothing(
         ingests["b"] = ingest("b", 2)  # same client id: its session and its share come back
         for sim in sims:
             wait_until(lambda s=sim: not s.alive(), 60, f"{sim.name} to finish")  # type: ignore[misc]
-        # Done when the gateway reports an empty outbox: every reading it took is receipted.
-        wait_until(lambda: _status(status, "outbox") == 0, 40, "an empty outbox in the status")
-        taken = _status(status, "readings_in")
+        # Done when the gateway reports an empty outbox and has taken no new reading for
+        # 2.5 s (its ports may still hold lines when the outbox first runs empty): every
+        # reading it took is receipted.
+        seen: dict[str, Any] = {"taken": None, "since": 0.0}
+
+        def settled() -> int | None:
+            outbox, now_taken = _status(status, "outbox"), _status(status, "readings_in")
+            now = time.monotonic()
+            if outbox != 0 or now_taken != seen["taken"]:
+                seen.update(taken=now_taken, since=now)
+                return None
+            return now_taken if now - seen["since"] >= 2.5 else None
+
+        taken = wait_until(settled, 60, "an empty outbox and no new readings in the status")
     finally:
         status.close()
         for proc in ingests.values():
