@@ -48,6 +48,19 @@ def telemetry_subscription(group: str = INGEST_SHARE_GROUP) -> str:
     return f"$share/{group}/{TOPIC_ROOT}/+/+/telemetry"
 
 
+SEQ_SHARE_ROOT = "farmtel/ingest/v1"
+"""Where the ingests of a share group tell each other which seq they stored (ingest only)."""
+
+
+def seq_share_topic(group: str, plantation: str, gateway: str) -> str:
+    """The retained seq bookkeeping of one gateway, as the ingests of ``group`` know it."""
+    return f"{SEQ_SHARE_ROOT}/{group}/seq/{plantation}/{gateway}"
+
+
+def seq_share_subscription(group: str = INGEST_SHARE_GROUP) -> str:
+    return f"{SEQ_SHARE_ROOT}/{group}/seq/+/+"
+
+
 def parse_topic(topic: str) -> TopicParts:
     """Split a farmtel topic; raise ``ValueError`` naming what is wrong."""
     prefix = TOPIC_ROOT + "/"

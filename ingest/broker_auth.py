@@ -14,7 +14,9 @@ topic level, see CVE-2017-7650):
 - the ingest user reads every gateway's ``telemetry`` and ``status`` (a shared subscription
   ``$share/<group>/farmtel/v1/+/+/telemetry`` is checked by Mosquitto 2.0 against the
   topic filter without the ``$share/<group>/`` prefix, and every message delivered is
-  checked against its topic) and writes ``receipt`` and ``alerts``;
+  checked against its topic) and writes ``receipt`` and ``alerts``; it also reads and
+  writes ``farmtel/ingest/v1/#``, where the ingests of a share group share their seq
+  bookkeeping (ingest/sequence.py);
 - anyone else gets nothing: Mosquitto denies what the ACL does not grant.
 """
 
@@ -27,7 +29,7 @@ import os
 import secrets
 from pathlib import Path
 
-from contract.topics import TOPIC_ROOT, receipt_topic, status_topic, telemetry_topic
+from contract.topics import SEQ_SHARE_ROOT, TOPIC_ROOT, receipt_topic, status_topic, telemetry_topic
 from ingest.registry import GatewayRecord, Registry
 
 PBKDF2_ITERATIONS = 101
@@ -104,6 +106,8 @@ def render_acl(registry: Registry) -> str:
             f"topic read {TOPIC_ROOT}/+/+/status",
             f"topic write {TOPIC_ROOT}/+/+/receipt",
             f"topic write {TOPIC_ROOT}/+/+/alerts",
+            # The ingests of a share group share their seq bookkeeping (ingest/sequence.py).
+            f"topic readwrite {SEQ_SHARE_ROOT}/#",
             "",
         ]
     for g in registry.gateways():

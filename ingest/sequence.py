@@ -17,20 +17,26 @@ Memory: at most ``max_intervals`` intervals per gateway and ``max_gateways`` gat
 a gateway has too many intervals, the lowest one is forgotten: the seq below the new floor
 are no longer judged (a reading below the floor counts as ``late``, not as a duplicate) and
 the holes under it stay counted in ``settled_holes``. The least recently seen gateway is
-forgotten when there are too many. The state lives in memory only: a restarted ingest starts
-afresh, and with several ingests in one share group each sees only its share (its holes are
-then the other ingests' batches; sum duplicates across ingests, read holes per gateway only
-with one ingest or from the stored seq, see ``docs/storage.md``).
+forgotten when there are too many.
 
-Not thread-safe: the ingest's writer thread owns it; ``snapshot()`` copies what the metrics
-thread reads.
+With several ingests in one share group each stores only its share of a gateway's batches,
+so each would count the others' batches as holes. After each stored batch the ingest
+publishes the gateway's intervals (:meth:`SequenceTracker.export`, retained, on
+``contract.topics.seq_share_topic``), and every ingest of the group merges what the others
+publish (:meth:`SequenceTracker.merge`): the union of intervals is the same whatever the
+order, so every ingest ends with the group's view, and one that (re)starts gets it from the
+retained messages. Holes are then the group's (read one ingest's gauge, do not sum them);
+duplicates stay counted by the ingest that stored the batch again (sum those).
+
+Not thread-safe: the ingest calls it under one lock (its writer thread observes, paho's
+thread merges).
 """
 
 from __future__ import annotations
 
 import bisect
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 MAX_INTERVALS = 1024
@@ -172,6 +178,39 @@ class SequenceTracker:
         state.compact(self.max_intervals)
         self.holes_total += state.holes() - before
         return dups
+
+    def export(self, plantation: str, gateway: str) -> list[list[int]]:
+        """The seq seen of one gateway as ``[[first, last], ...]`` (above its floor)."""
+        state = self._gateways.get((plantation, gateway))
+        if state is None:
+            return []
+        return [[a, b] for a, b in zip(state.starts, state.ends, strict=True)]
+
+    def merge(self, plantation: str, gateway: str, intervals: Iterable[Sequence[int]]) -> None:
+        """Mark seq that another ingest of the share group saw (:meth:`export`) as seen.
+
+        Counts no duplicates: the ingest that stored a batch twice counts those. Raises
+        ``ValueError`` for anything that is not a list of ``[first, last]`` integer pairs,
+        before changing anything.
+        """
+        ranges = []
+        for item in intervals:
+            if not (
+                isinstance(item, list | tuple)
+                and len(item) == 2
+                and all(type(x) is int and 0 <= x < 2**63 for x in item)
+                and item[0] <= item[1]
+            ):
+                raise ValueError(f"seq interval {item!r} is not [first, last] with first <= last")
+            ranges.append((item[0], item[1]))
+        if not ranges:
+            return
+        state = self._state((plantation, gateway))
+        before = state.holes()
+        for first, last in ranges:
+            state.add_range(first, last, count_duplicates=False)
+        state.compact(self.max_intervals)
+        self.holes_total += state.holes() - before
 
     def gateway(self, plantation: str, gateway: str) -> GatewaySeq | None:
         """The state of one gateway, or None if not seen (or forgotten)."""

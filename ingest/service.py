@@ -24,8 +24,15 @@ from typing import Any
 import orjson
 import paho.mqtt.client as mqtt
 
+from contract.ids import check_ident
 from contract.mqtt import connect_async, connect_properties, make_client, reason_text
-from contract.topics import parse_topic, receipt_topic, telemetry_subscription
+from contract.topics import (
+    parse_topic,
+    receipt_topic,
+    seq_share_subscription,
+    seq_share_topic,
+    telemetry_subscription,
+)
 from contract.wire import (
     Batch,
     PayloadError,
@@ -119,6 +126,9 @@ class Ingest:
         # Delivery bookkeeping (issue 4): duplicates/holes per gateway, clock quarantine,
         # self-metrics and agent status points; see ingest/sequence.py and selfmetrics.py.
         self.sequence = SequenceTracker()
+        self._seq_lock = threading.Lock()
+        self._seq_share_topic = seq_share_subscription(config.ingest.share_group)
+        self._seq_share_prefix = self._seq_share_topic.removesuffix("+/+")
         self._not_before_ns = config_not_before_ns(config.ingest.not_before)
         self.selfmetrics = SelfMetrics(config, self.writer, self.counters, self.inbox.qsize)
         self.client = make_client(config.mqtt, config.client_id(), manual_ack=True)
@@ -144,6 +154,9 @@ class Ingest:
             return
         client.subscribe(telemetry_subscription(self.config.ingest.share_group), qos=1)
         client.subscribe(self.selfmetrics.status_subscription(), qos=0)
+        # The share group's seq bookkeeping, retained ones first. Our own comes back too:
+        # merging it changes nothing (a union), and after a restart it is what we knew.
+        client.subscribe(self._seq_share_topic, qos=0)
         self.connected.set()
         log.info("mqtt connected host=%s port=%s", self.config.mqtt.host, self.config.mqtt.port)
 
@@ -162,6 +175,9 @@ class Ingest:
     def _message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         if self.selfmetrics.take_status(msg.topic, bytes(msg.payload)):
             return
+        if msg.topic.startswith(self._seq_share_prefix):
+            self._merge_seq(msg.topic, bytes(msg.payload))
+            return
         if msg.dup:
             self.counters["redeliveries"] += 1
             if self.counters["redeliveries"] == 1:
@@ -170,6 +186,34 @@ class Ingest:
                     "restart; they are stored again idempotently"
                 )
         self.inbox.put(Inbound(msg.mid, msg.qos, msg.topic, bytes(msg.payload)))
+
+    def _merge_seq(self, topic: str, payload: bytes) -> None:
+        """The share group's view of a gateway's seq (:meth:`_share_seq`): merge it into ours."""
+        try:
+            plantation, gateway = topic[len(self._seq_share_prefix) :].split("/")
+            check_ident(plantation, "plantation id in topic")
+            check_ident(gateway, "gateway id in topic")
+            raw = orjson.loads(payload)
+            if not isinstance(raw, dict) or not isinstance(raw.get("seen"), list):
+                raise ValueError('not {"seen": [[first, last], ...]}')
+            with self._seq_lock:
+                self.sequence.merge(plantation, gateway, raw["seen"])
+                self.counters["seq_holes"] = self.sequence.holes_total
+        except (ValueError, orjson.JSONDecodeError) as err:
+            log.warning("ignored seq bookkeeping from another ingest topic=%.200s: %s", topic, err)
+
+    def _share_seq(self, plantation: str, gateway: str, seen: list[list[int]]) -> None:
+        """Tell the other ingests of the share group which seq of ``gateway`` are stored.
+
+        Retained, so that an ingest that starts later learns it too; QoS 0: a lost update is
+        made good by the next one (each carries the whole union this ingest knows).
+        """
+        self.client.publish(
+            seq_share_topic(self.config.ingest.share_group, plantation, gateway),
+            orjson.dumps({"from": self.config.client_id(), "seen": seen}),
+            qos=0,
+            retain=True,
+        )
 
     # decoder thread --------------------------------------------------------------------------
     def _gather(self) -> list[Inbound]:
@@ -335,13 +379,16 @@ class Ingest:
             self.counters["readings_stored"] += len(d.batch.readings) - d.quarantined
             self.counters["gaps_stored"] += len(d.batch.gaps)
             self.counters["quarantined"] += d.quarantined
-            self.counters["duplicates"] += self.sequence.observe(
-                d.plantation,
-                d.batch.gateway,
-                d.seqs(),
-                [(g.seq, g.count) for g in d.batch.gaps if g.seq is not None],
-            )
-            self.counters["seq_holes"] = self.sequence.holes_total
+            with self._seq_lock:
+                self.counters["duplicates"] += self.sequence.observe(
+                    d.plantation,
+                    d.batch.gateway,
+                    d.seqs(),
+                    [(g.seq, g.count) for g in d.batch.gaps if g.seq is not None],
+                )
+                self.counters["seq_holes"] = self.sequence.holes_total
+                seen = self.sequence.export(d.plantation, d.batch.gateway)
+            self._share_seq(d.plantation, d.batch.gateway, seen)
             if self.alerts.rules:
                 self.alerts.observe(d.plantation, d.model())
 

@@ -194,6 +194,11 @@ def test_three_ingests_one_killed_mid_stream_lose_and_double_nothing(
     # b's second life got back what its first life held (MQTT DUP flag: redelivered).
     redelivered = re.findall(r"'redeliveries': (\d+)", ingests["b"].output())
     assert redelivered and int(redelivered[-1]) > 0, ingests["b"].output()[-2000:]
+    # Each ingest stored a share of the gateway's seq, and merged the others' shares
+    # (ingest/sequence.py): none reports the others' batches as holes.
+    for name, proc in ingests.items():
+        holes = re.findall(r"'seq_holes': (\d+)", proc.output())
+        assert holes and int(holes[-1]) == 0, (name, proc.output()[-2000:])
 
     # Lines written before the agent opened its ports are not read (the sensor side, not the
     # pipeline under test); the outbox gives every reading it took a seq, without holes.

@@ -63,6 +63,45 @@ def test_gateways_are_kept_apart() -> None:
     assert t.observe("q", "a", range(10)) == 0
 
 
+def test_ingests_of_a_share_group_see_no_holes_once_they_merge() -> None:
+    # Three ingests each store every third batch of one gateway.
+    ingests = [SequenceTracker() for _ in range(3)]
+    for n in range(9):
+        ingests[n % 3].observe("p", "g", range(n * 100, n * 100 + 100))
+    assert all(t.holes_total > 0 for t in ingests)  # each alone sees the others' batches as holes
+    for t in ingests:
+        for other in ingests:
+            t.merge("p", "g", other.export("p", "g"))
+    assert [t.holes_total for t in ingests] == [0, 0, 0]
+    assert all(t.export("p", "g") == [[0, 899]] for t in ingests)
+    # Merging counts no duplicates; storing a batch again still does, in the ingest that did.
+    assert sum(t.totals().duplicates for t in ingests) == 0
+    assert ingests[1].observe("p", "g", range(0, 100)) == 100
+
+
+def test_a_real_hole_stays_after_merging() -> None:
+    a, b = SequenceTracker(), SequenceTracker()
+    a.observe("p", "g", range(0, 100))
+    b.observe("p", "g", range(150, 200))
+    a.merge("p", "g", b.export("p", "g"))
+    b.merge("p", "g", a.export("p", "g"))
+    assert a.holes_total == b.holes_total == 50
+    assert a.export("p", "g") == b.export("p", "g") == [[0, 99], [150, 199]]
+    assert SequenceTracker().export("p", "nobody") == []
+
+
+@pytest.mark.parametrize(
+    "seen",
+    [[[5, 1]], [[1]], [["0", 5]], [[0, 2**63]], [[-1, 3]], [[0, 1.5]], ["0-5"], [[True, 3]]],
+)
+def test_bad_shared_intervals_are_refused_whole(seen: list[object]) -> None:
+    t = SequenceTracker()
+    t.observe("p", "g", range(10))
+    with pytest.raises(ValueError, match="seq interval"):
+        t.merge("p", "g", [[20, 30], *seen])  # type: ignore[list-item]
+    assert t.export("p", "g") == [[0, 9]] and t.holes_total == 0
+
+
 def test_memory_is_bounded_by_compaction() -> None:
     t = SequenceTracker(max_intervals=4)
     for i in range(100):

@@ -12,7 +12,14 @@ from typing import Any
 import orjson
 import pytest
 
-from contract.topics import alerts_topic, receipt_topic, status_topic, telemetry_topic
+from contract.topics import (
+    alerts_topic,
+    receipt_topic,
+    seq_share_subscription,
+    seq_share_topic,
+    status_topic,
+    telemetry_topic,
+)
 from contract.wire import encode_batch
 from ingest.config import parse_ingest_config
 from ingest.influx import InfluxQuery, InfluxSettings
@@ -63,6 +70,7 @@ def test_every_gateway_is_confined_to_its_own_topics(
     q = InfluxQuery(InfluxSettings(url=b.info.influx_url, database=db))
     q.create_database(db)
     ingest = _ingest(b, tmp_path, db)
+    group = ingest.config.ingest.share_group
     ingest.start()
     sessions: dict[str, Session] = {}
     try:
@@ -79,7 +87,7 @@ def test_every_gateway_is_confined_to_its_own_topics(
                 subacks[(g.username, t.username)] = s.subscribe(
                     receipt_topic(t.plantation, t.gateway)
                 )[0]
-            s.subscribe("farmtel/v1/#")
+            s.subscribe("farmtel/#")  # the ingests' seq bookkeeping too
         # Mosquitto 2.0.11 grants these SUBACKs (QoS 1) and filters each message on delivery
         # instead, so what counts is below: no gateway receives another's receipt.
         assert all(not rc.is_failure for rc in subacks.values())
@@ -98,6 +106,12 @@ def test_every_gateway_is_confined_to_its_own_topics(
                     ("status", status_topic(t.plantation, t.gateway), status),
                     ("receipt", receipt_topic(t.plantation, t.gateway), b"{}"),
                     ("alerts", alerts_topic(t.plantation, t.gateway), b"{}"),
+                    # Faked seq bookkeeping would hide holes from every ingest of the group.
+                    (
+                        "seq-share",
+                        seq_share_topic(group, t.plantation, t.gateway),
+                        b'{"seen": [[0, 999999]]}',
+                    ),
                 ):
                     results[(g.username, t.username, channel)] = not s.publish(
                         topic, payload
@@ -126,6 +140,18 @@ def test_every_gateway_is_confined_to_its_own_topics(
             wait_until(lambda s=s: s.messages, 10, f"{g.username}'s receipt")  # type: ignore[misc]
             assert {m.topic for m in s.messages} == {own}, g.username
         assert ingest.counters["refused_batches"] == 0
+        # The ingest user may share its seq bookkeeping: one retained message per gateway,
+        # with the seq it stored (make_batch numbers readings from 0), and no hole.
+        peer = Session(b.settings("farmtel-ingest", b.ingest_password_file))
+        sessions["peer-ingest"] = peer
+        assert not peer.wait_connack().is_failure
+        peer.subscribe(seq_share_subscription(group))
+        wait_until(lambda: len(peer.messages) >= len(b.gateways), 10, "seq bookkeeping")
+        shared = {m.topic: orjson.loads(m.payload)["seen"] for m in peer.messages}
+        assert shared == {
+            seq_share_topic(group, g.plantation, g.gateway): [[0, READINGS - 1]] for g in b.gateways
+        }
+        assert ingest.counters["seq_holes"] == 0
     finally:
         for s in sessions.values():
             s.close()
