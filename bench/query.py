@@ -12,11 +12,18 @@ clients; the write rate is reported too.
 
 Each query runs ``--repeat`` times as the manager runs it: the CLI as a new process (wall
 time, Python start-up included) and, for comparison, the same InfluxQL straight over HTTP.
+
+The year of hourly windows for 50 sensors runs four ways: ``--no-rollups`` (every window
+computed by InfluxDB from the raw points; the InfluxQL column shows the statement as it was
+before, ``mean(*)``, and as it is now, the value fields only), the first query with rollups
+(builds the hourly rollups of retention policy farmtel_1h), the next ones (read them), and
+one after a gateway delivered a week of late readings (those days are recomputed).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -103,6 +110,29 @@ def write_year(influx: Influx, scale: float, clients: int = 2) -> dict[str, Any]
     }
 
 
+def late_week(influx: Influx, scale: float) -> None:
+    """gw-0 comes back after a week offline: a reading per sensor between the stored ones,
+    for the days 9 to 2 ago, written now (late for any rollup of those days)."""
+    step_s = round(60 / scale)
+    now_s = int(time.time()) // 60 * 60
+    lines = []
+    for s in range(SENSORS_PER_GATEWAY):
+        head = encode_series(
+            "soil",
+            {"plantation": harness.PLANTATION, "field": "f0", "gateway": "gw-0",
+             "sensor": f"soil-{s}"},
+        )  # fmt: skip
+        for t in range(now_s - 9 * 86_400 + step_s // 2, now_s - 2 * 86_400, step_s):
+            lines.append(
+                f"{head} moisture_pct=99.5,temp_c=-9.75,ec_us_cm=1.0,seq={t}i,"
+                f'clock="synced" {t * 1_000_000_000}'
+            )
+    for i in range(0, len(lines), BATCH):
+        status = influx.write(DB, "\n".join(lines[i : i + BATCH]).encode())
+        if status != 204:
+            raise SystemExit(f"late week: write answered {status}")
+
+
 def timed(argv: list[str], repeat: int) -> dict[str, Any]:
     """Run the CLI ``repeat`` times; a failed run is recorded with its error, not retried."""
     times = []
@@ -170,49 +200,100 @@ def main() -> int:
             f"SELECT * FROM /.*/ WHERE \"plantation\" = '{harness.PLANTATION}'{{span}} "
             'GROUP BY "field", "gateway", "sensor" ORDER BY time DESC LIMIT 1'
         )
-        queries = {
+        where = f"\"plantation\" = '{harness.PLANTATION}' AND time > now() - 365d"
+        group = 'GROUP BY time(3600s), "gateway", "sensor" fill(none)'
+        star = f"SELECT mean(*), min(*), max(*) FROM /.*/ WHERE {where} {group}"
+        values = ", ".join(
+            f'{a}("{v}") AS "{a}_{v}"'
+            for v in ("ec_us_cm", "moisture_pct", "temp_c")
+            for a in ("mean", "min", "max")
+        )
+        by_value = f'SELECT {values} FROM "soil" WHERE {where} {group}'
+        one = f"{where} AND \"sensor\" = 'soil-13'"
+        csv_year = [*year_hourly, "-f", "csv"]
+        # name: (argv, InfluxQL for comparison or None, runs, before the run)
+        queries: dict[str, tuple[list[str], str | None, int, Any]] = {
             "latest (50 sensors)": (
                 [*cli, "latest", *common],
                 latest_q.format(span=" AND time > now() - 7d"),
+                args.repeat,
+                None,
             ),
-            "history 1 year hourly, 50 sensors (csv)": (
-                [*year_hourly, "-f", "csv"],
-                "SELECT mean(*), min(*), max(*) FROM /.*/ WHERE "
-                f"\"plantation\" = '{harness.PLANTATION}' AND time > now() - 365d "
-                'GROUP BY time(3600s), "gateway", "sensor" fill(none)',
+            "history 1 year hourly, 50 sensors (csv), --no-rollups [InfluxQL: mean(*)]": (
+                [*csv_year, "--no-rollups"],
+                star,
+                1,
+                None,
             ),
-            "history 1 year hourly, 1 sensor": (
+            "  the same, InfluxQL: value fields only (what --no-rollups sends)": (
+                [],
+                by_value,
+                1,
+                None,
+            ),
+            "history 1 year hourly, 50 sensors (csv), first query: builds the rollups": (
+                csv_year,
+                None,
+                1,
+                None,
+            ),
+            "history 1 year hourly, 50 sensors (csv), rollups read": (
+                csv_year,
+                None,
+                args.repeat,
+                None,
+            ),
+            "history 1 year hourly, 50 sensors (csv), after a late week from gw-0": (
+                csv_year,
+                None,
+                1,
+                lambda: late_week(influx, args.scale),
+            ),
+            "history 1 year hourly, 1 sensor, --no-rollups [InfluxQL: mean(*)]": (
+                [*year_hourly, "--sensor", "soil-13", "--no-rollups"],
+                f"SELECT mean(*), min(*), max(*) FROM /.*/ WHERE {one} {group}",
+                args.repeat,
+                None,
+            ),
+            "history 1 year hourly, 1 sensor, rollups read": (
                 [*year_hourly, "--sensor", "soil-13"],
-                "SELECT mean(*), min(*), max(*) FROM /.*/ WHERE "
-                f"\"plantation\" = '{harness.PLANTATION}' AND \"sensor\" = 'soil-13' AND "
-                'time > now() - 365d GROUP BY time(3600s), "gateway", "sensor" fill(none)',
+                None,
+                args.repeat,
+                None,
             ),
         }
         runs = {}
-        for name, (argv, influxql) in queries.items():
-            # The year for all 50 sensors takes minutes here: once is enough to show it.
-            repeat = 1 if "50 sensors (csv)" in name else args.repeat
-            http = timed_http(influx, influxql, repeat)
-            runs[name] = {"cli": timed(argv, repeat), "http": http}
+        for name, (argv, influxql, repeat, before) in queries.items():
+            if before is not None:
+                before()
+            run: dict[str, Any] = {"loadavg_before": list(os.getloadavg())}
+            if influxql is not None:
+                # A statement slower than 20 s runs once (timed_http).
+                run["http"] = timed_http(influx, influxql, repeat)
+            if argv:
+                run["cli"] = timed(argv, repeat)
+            run["loadavg_after"] = list(os.getloadavg())
+            runs[name] = run
         startup = timed([harness.PYTHON, "-m", "cli", "--help"], args.repeat)
         # The same statement over the whole history, as `query latest` asked before.
         unbounded = timed_http(influx, latest_q.format(span=""), args.repeat)
     harness.table(
         f"Queries on {data['points']:,} points (scale {args.scale}; 1 = 26.3M points)",
-        ["query", "CLI median s", "CLI min s", "rows out", "InfluxQL only median s"],
+        ["query", "CLI median s", "CLI min s", "rows out", "InfluxQL only median s", "load"],
         [
             [
                 n,
-                r["cli"]["median_s"],
-                r["cli"]["min_s"],
-                r["cli"]["output_lines"],
-                r["http"]["median_s"],
+                r.get("cli", {}).get("median_s", "-"),
+                r.get("cli", {}).get("min_s", "-"),
+                r.get("cli", {}).get("output_lines", "-"),
+                r.get("http", {}).get("median_s", "-"),
+                f"{r['loadavg_before'][0]:.1f}-{r['loadavg_after'][0]:.1f}",
             ]
             for n, r in runs.items()
         ],
     )
     for n, r in runs.items():
-        if r["cli"]["error"]:
+        if r.get("cli", {}).get("error"):
             print(f"\n{n}: the CLI failed after {r['cli']['runs_s'][-1]} s: {r['cli']['error']}")
     print(f"\n`farmtel --help` alone (Python start-up and imports): {startup['median_s']} s")
     print(f"`query latest` statement over the whole history: {unbounded['median_s']} s (median)")

@@ -607,6 +607,27 @@ class InfluxQuery:
                 )
         return series
 
+    def write(self, lines: bytes, rp: str) -> None:
+        """``POST /write`` of ns line protocol into retention policy ``rp`` of the settings'
+        database (v1 API; ``query history`` keeps its hourly rollups this way). Raises
+        :class:`InfluxUnavailable` or :class:`InfluxRejected` like :class:`V1Writer`."""
+        if not lines:
+            return
+        db = self.settings.database
+        action = f"a write to retention policy {rp!r} of database {db!r}"
+        path = f"/write?db={quote(db, safe='')}&rp={quote(rp, safe='')}&precision=ns"
+        response = self._http.request(
+            "POST", path, action, body=lines, headers={"Content-Type": "text/plain"}
+        )
+        if response.status >= 300:
+            raise _status_error(
+                response.status,
+                response.data,
+                response.headers.get("Retry-After"),
+                action,
+                self._http.where,
+            )
+
     def create_database(self, name: str) -> None:
         """``CREATE DATABASE`` (no-op if it exists). For v1 servers only."""
         self.query(f"CREATE DATABASE {quote_ident(name)}")

@@ -6,14 +6,17 @@ filter can change the shape of a query.
 """
 
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 from typing import Any
 
 from contract.ids import check_ident
 from contract.wire import check_value_name
-from ingest.influx import InfluxQuery, quote_ident
-from ingest.mapping import GAP_MEASUREMENT, INTERNAL_PREFIX
+from ingest.influx import InfluxError, InfluxQuery, Series, quote_ident
+from ingest.line_protocol import encode_point
+from ingest.mapping import INTERNAL_PREFIX
 
 _DURATION_RE = re.compile(r"^(\d+)(s|m|h|d|w)$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
@@ -160,7 +163,7 @@ def latest(client: InfluxQuery, plantation: str) -> list[LatestRow]:
     return rows
 
 
-@dataclass
+@dataclass(slots=True)
 class HistoryRow:
     measurement: str
     gateway: str
@@ -172,6 +175,21 @@ class HistoryRow:
     max: float | None
 
 
+ROLLUP_RP = "farmtel_1h"
+"""The retention policy that holds ``query history``'s hourly rollups (API v1 only): one
+point per raw series (same measurement, same tags) and hour, with ``mean_<v>``, ``min_<v>``,
+``max_<v>`` and ``count_<v>`` for each value ``v``, and ``count_seq`` (readings). The raw
+data stays in the default retention policy, untouched; exports never read this one."""
+HOUR_NS = 3_600_000_000_000
+DAY_NS = 24 * HOUR_NS
+ROLLUP_WRITE_LINES = 5_000
+ROLLUP_DAYS_PER_QUERY = 7
+_GROUP_TAGS = '"field", "gateway", "sensor"'
+_AGGS = ("mean", "min", "max", "count")
+_ROW_ORDER = attrgetter("gateway", "sensor", "value", "window_start_ns")
+Progress = Callable[[str], None]
+
+
 def history(
     client: InfluxQuery,
     plantation: str,
@@ -179,8 +197,25 @@ def history(
     every: str,
     sensor: str | None = None,
     value: str | None = None,
+    rollups: bool = True,
+    progress: Progress | None = None,
+    warn: Progress | None = None,
 ) -> list[HistoryRow]:
-    """mean/min/max per window and per sensor value, aggregated inside InfluxDB."""
+    """mean/min/max per window and per sensor value, aggregated inside InfluxDB.
+
+    Only the value fields are aggregated (``SHOW FIELD KEYS``: numbers, without the
+    bookkeeping fields ``seq``/``cal``): InfluxDB 1.x pays ~10 us per window, series and
+    aggregate, so ``mean(*)`` over a year of hourly windows spent a quarter of its time on
+    ``seq``, which nobody reads.
+
+    With ``rollups`` (API v1, ``--every`` a whole number of hours), the full hours of the
+    range come from :data:`ROLLUP_RP`, checked on every read against the raw data: per
+    series and UTC day, the number of raw readings must equal the rollups' count. A day
+    that differs (late data from a gateway that was offline, first use) is computed from
+    the raw data again and written back; the partial hours at either end of the range
+    always come from the raw data. ``warn`` hears why rollups could not be kept (the answer
+    is then computed from the raw data, complete), ``progress`` what takes long.
+    """
     check_ident(plantation, "--plantation")
     if sensor is not None:
         check_ident(sensor, "--sensor")
@@ -196,58 +231,355 @@ def history(
             f"--every {every} over {span.end - span.start} gives {int(windows)} windows "
             f"(at most {MAX_WINDOWS}); choose a larger --every"
         )
-    if value is None:
-        select = "mean(*), min(*), max(*)"
-    else:
-        q = quote_ident(value)
-        select = f"mean({q}) AS mean_{value}, min({q}) AS min_{value}, max({q}) AS max_{value}"
-    where = '"plantation" = $plantation AND time >= $start AND time < $end'
-    params: dict[str, Any] = {
-        "plantation": plantation,
-        "start": span.start_ns,
-        "end": span.end_ns,
+    every_ns = int(window.total_seconds()) * 1_000_000_000
+    stored, counted = value_fields(client)
+    fields = {
+        m: names if value is None else [value]
+        for m, names in stored.items()
+        if value is None or value in names
     }
-    if sensor is not None:
-        where += ' AND "sensor" = $sensor'
-        params["sensor"] = sensor
-    every_s = int(window.total_seconds())
-    series = client.query(
-        f"SELECT {select} FROM /.*/ WHERE {where} "
-        f'GROUP BY time({every_s}s), "gateway", "sensor" fill(none)',
-        params=params,
-    )
-    rows = []
-    for s in series:
-        if s.name.startswith(INTERNAL_PREFIX) or s.name == GAP_MEASUREMENT:
-            continue
-        names = sorted(
-            {
-                c.split("_", 1)[1]
-                for c in s.columns
-                if c.startswith("mean_") and c.split("_", 1)[1] not in BOOKKEEPING_FIELDS
-            }
-        )
-        for raw in s.values:
-            rec = dict(zip(s.columns, raw, strict=True))
-            for name in names:
-                mean = rec.get(f"mean_{name}")
-                if mean is None:
-                    continue
-                rows.append(
-                    HistoryRow(
-                        measurement=s.name,
-                        gateway=s.tags.get("gateway", ""),
-                        sensor=s.tags.get("sensor", ""),
-                        window_start_ns=int(rec["time"]),
-                        value=name,
-                        mean=_num(mean),
-                        min=_num(rec.get(f"min_{name}")),
-                        max=_num(rec.get(f"max_{name}")),
-                    )
-                )
-    rows.sort(key=lambda r: (r.gateway, r.sensor, r.value, r.window_start_ns))
+    if not fields:
+        return []
+    h0 = -(-span.start_ns // HOUR_NS) * HOUR_NS
+    h1 = span.end_ns // HOUR_NS * HOUR_NS
+    use_rollups = rollups and client.settings.api == "v1" and every_ns % HOUR_NS == 0 and h1 > h0
+    if use_rollups and not _ensure_rollup_rp(client, warn):
+        use_rollups = False
+    if not use_rollups:
+        return _direct(client, fields, plantation, span, every_ns, sensor)
+    rows: list[HistoryRow] = []
+    for measurement, names in fields.items():
+        rollup = _Rollup(client, plantation, sensor, measurement, counted[measurement])
+        parts: list[Series] = []
+        if span.start_ns < h0:
+            parts += rollup.from_raw(span.start_ns, h0, names)
+        parts += rollup.hours(h0, h1, names, stored[measurement], progress, warn)
+        if h1 < span.end_ns:
+            parts += rollup.from_raw(h1, span.end_ns, names)
+        rows += _windows(measurement, names, parts, every_ns)
+    rows.sort(key=_ROW_ORDER)
     return rows
 
 
-def _num(v: object) -> float | None:
-    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+def value_fields(client: InfluxQuery) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """Measurement -> its numeric value fields (not farmtel's own measurements, not the
+    bookkeeping fields), from ``SHOW FIELD KEYS`` of the default retention policy; and
+    measurement -> the fields whose counts tell whether a rollup is complete: ``seq``
+    (one per reading) where there is one, else the value fields."""
+    fields: dict[str, list[str]] = {}
+    counted: dict[str, list[str]] = {}
+    for s in client.query("SHOW FIELD KEYS"):
+        if s.name.startswith(INTERNAL_PREFIX):
+            continue
+        numeric = {str(key) for key, kind, *_ in s.values if kind in ("float", "integer")}
+        names = sorted(
+            key
+            for key in numeric
+            if key not in BOOKKEEPING_FIELDS and "\0" not in key and "\r" not in key
+        )
+        if names:
+            fields[s.name] = names
+            counted[s.name] = ["seq"] if "seq" in numeric else names
+    return fields, counted
+
+
+def _where(sensor: str | None) -> str:
+    where = '"plantation" = $plantation AND time >= $start AND time < $end'
+    return where + (' AND "sensor" = $sensor' if sensor is not None else "")
+
+
+def _params(plantation: str, sensor: str | None, start: int, end: int) -> dict[str, Any]:
+    params: dict[str, Any] = {"plantation": plantation, "start": start, "end": end}
+    if sensor is not None:
+        params["sensor"] = sensor
+    return params
+
+
+def _aggregates(names: list[str], aggs: tuple[str, ...]) -> str:
+    return ", ".join(
+        f"{a}({quote_ident(n)}) AS {quote_ident(f'{a}_{n}')}" for n in names for a in aggs
+    )
+
+
+def _direct(
+    client: InfluxQuery,
+    fields: dict[str, list[str]],
+    plantation: str,
+    span: TimeRange,
+    every_ns: int,
+    sensor: str | None,
+) -> list[HistoryRow]:
+    """Every window computed by InfluxDB from the raw points, one statement per measurement."""
+    params = _params(plantation, sensor, span.start_ns, span.end_ns)
+    every_s = every_ns // 1_000_000_000
+    rows: list[HistoryRow] = []
+    for measurement, names in fields.items():
+        series = client.query(
+            f"SELECT {_aggregates(names, _AGGS[:3])} FROM {quote_ident(measurement)} "
+            f'WHERE {_where(sensor)} GROUP BY time({every_s}s), "gateway", "sensor" fill(none)',
+            params=params,
+        )
+        for s in series:
+            rows += _series_rows(measurement, names, s)
+    rows.sort(key=_ROW_ORDER)
+    return rows
+
+
+def _series_rows(measurement: str, names: list[str], s: Series) -> list[HistoryRow]:
+    """A series with ``mean_<v>``, ``min_<v>``, ``max_<v>`` columns as rows, one per window
+    and value that has a mean."""
+    gateway, sensor = s.tags.get("gateway", ""), s.tags.get("sensor", "")
+    col = {c: i for i, c in enumerate(s.columns)}
+    rows = []
+    for name in names:
+        im, imin, imax = col.get(f"mean_{name}"), col.get(f"min_{name}"), col.get(f"max_{name}")
+        if im is None or imin is None or imax is None:
+            continue
+        for raw in s.values:
+            mean = raw[im]
+            if mean is None:
+                continue
+            low, high = raw[imin], raw[imax]
+            rows.append(
+                HistoryRow(
+                    measurement,
+                    gateway,
+                    sensor,
+                    raw[0],
+                    name,
+                    float(mean),
+                    None if low is None else float(low),
+                    None if high is None else float(high),
+                )
+            )
+    return rows
+
+
+def _ensure_rollup_rp(client: InfluxQuery, warn: Progress | None) -> bool:
+    """True when :data:`ROLLUP_RP` exists or could be created (never as the default)."""
+    db = client.settings.database
+    try:
+        for s in client.query(f"SHOW RETENTION POLICIES ON {quote_ident(db)}"):
+            if any(row and row[0] == ROLLUP_RP for row in s.values):
+                return True
+        client.query(
+            f"CREATE RETENTION POLICY {quote_ident(ROLLUP_RP)} ON {quote_ident(db)} "
+            "DURATION INF REPLICATION 1"
+        )
+        return True
+    except InfluxError as err:
+        if warn:
+            warn(f"hourly rollups not used ({err}); computing from the raw data")
+        return False
+
+
+class _Rollup:
+    """Hourly aggregates of one measurement of one plantation: read from :data:`ROLLUP_RP`,
+    checked against the raw counts per day, repaired from the raw data where they differ."""
+
+    def __init__(
+        self,
+        client: InfluxQuery,
+        plantation: str,
+        sensor: str | None,
+        measurement: str,
+        counted: list[str],
+    ):
+        self.client = client
+        self.plantation = plantation
+        self.sensor = sensor
+        self.measurement = measurement
+        self.m = quote_ident(measurement)
+        self.counted = counted
+
+    def from_raw(self, start: int, end: int, names: list[str]) -> list[Series]:
+        """Hourly aggregates of ``names`` (and the counts of ``counted``) computed by
+        InfluxDB from the raw points in [start, end)."""
+        extra = [n for n in self.counted if n not in names]
+        select = _aggregates(names, _AGGS) + (
+            ", " + _aggregates(extra, ("count",)) if extra else ""
+        )
+        return self.client.query(
+            f"SELECT {select} FROM {self.m} WHERE {_where(self.sensor)} "
+            f"GROUP BY time(1h), {_GROUP_TAGS} fill(none)",
+            params=_params(self.plantation, self.sensor, start, end),
+        )
+
+    def hours(
+        self,
+        h0: int,
+        h1: int,
+        names: list[str],
+        every_value: list[str],
+        progress: Progress | None,
+        warn: Progress | None,
+    ) -> list[Series]:
+        """The full hours [h0, h1) of ``names``: rollups for the days whose counts match the
+        raw data, the raw data for the others. Those are written back with ``every_value``
+        of the measurement, so that a day's rollups never lack a value that a later query
+        for all values would need (its counts would match)."""
+        params = _params(self.plantation, self.sensor, h0, h1)
+        counts = ", ".join(f"count({quote_ident(n)})" for n in self.counted)
+        raw_counts: dict[tuple[str, str, str, int], tuple[int, ...]] = {}
+        for s in self.client.query(
+            f"SELECT {counts} FROM {self.m} WHERE {_where(self.sensor)} "
+            f"GROUP BY time(1d), {_GROUP_TAGS} fill(none)",
+            params=params,
+        ):
+            tags = _series_tags(s)
+            for row in s.values:
+                raw_counts[(*tags, row[0])] = tuple(int(c or 0) for c in row[1:])
+        cols = ", ".join(
+            quote_ident(f"{a}_{n}")
+            for n, aggs in [
+                *((n, _AGGS) for n in names),
+                *((n, ("count",)) for n in self.counted if n not in names),
+            ]
+            for a in aggs
+        )
+        stored = self.client.query(
+            f"SELECT {cols} FROM {quote_ident(ROLLUP_RP)}.{self.m} WHERE {_where(self.sensor)} "
+            f"GROUP BY {_GROUP_TAGS}",
+            params=params,
+        )
+        rolled: dict[tuple[str, str, str, int], list[int]] = {}
+        for s in stored:
+            tags = _series_tags(s)
+            col = {c: i for i, c in enumerate(s.columns)}
+            idx = [col.get(f"count_{n}") for n in self.counted]
+            for row in s.values:
+                day = row[0] - row[0] % DAY_NS
+                sums = rolled.get((*tags, day))
+                if sums is None:
+                    sums = rolled[(*tags, day)] = [0] * len(idx)
+                for k, i in enumerate(idx):
+                    if i is not None:
+                        sums[k] += row[i] or 0
+        stale = {
+            key[3]
+            for key in raw_counts.keys() | rolled.keys()
+            if raw_counts.get(key, ()) != tuple(rolled.get(key, ()))
+        }
+        if not stale:
+            return stored
+        out = [
+            Series(
+                s.name,
+                s.tags,
+                s.columns,
+                [r for r in s.values if r[0] - r[0] % DAY_NS not in stale],
+            )
+            for s in stored
+        ]
+        say = progress if progress and len(stale) > 7 else None
+        if say:
+            say(
+                f"history: {self.measurement}: computing {len(stale)} days of hourly rollups "
+                "from the raw data (first use, or late data); later queries read them"
+            )
+        writable = True
+        done = 0
+        for a, b in _runs(sorted(stale)):
+            fresh = self.from_raw(max(a, h0), min(b + DAY_NS, h1), every_value)
+            done += (b - a) // DAY_NS + 1
+            if say and done < len(stale):
+                say(f"history: {self.measurement}: {done} of {len(stale)} days")
+            out += fresh
+            if writable:
+                try:
+                    self._store(fresh)
+                except InfluxError as err:
+                    writable = False
+                    if warn:
+                        warn(f"hourly rollups not stored ({err}); the answer is still complete")
+        return out
+
+    def _store(self, series: list[Series]) -> None:
+        lines = []
+        for s in series:
+            tags = {k: v for k, v in s.tags.items() if v}
+            tags["plantation"] = self.plantation
+            columns = s.columns
+            for row in s.values:
+                values: dict[str, float | int] = {}
+                for c, v in zip(columns[1:], row[1:], strict=True):
+                    if v is not None:
+                        values[c] = int(v) if c.startswith("count_") else float(v)
+                if values:
+                    lines.append(encode_point(self.measurement, tags, values, row[0]))
+        for i in range(0, len(lines), ROLLUP_WRITE_LINES):
+            self.client.write("\n".join(lines[i : i + ROLLUP_WRITE_LINES]).encode(), ROLLUP_RP)
+
+
+def _runs(days: list[int]) -> Iterable[tuple[int, int]]:
+    """Consecutive days as (first, last) pairs of at most :data:`ROLLUP_DAYS_PER_QUERY` days
+    (one statement each: bounded time and memory, and progress between them)."""
+    first = last = days[0]
+    for day in days[1:]:
+        if day != last + DAY_NS or day - first >= ROLLUP_DAYS_PER_QUERY * DAY_NS:
+            yield first, last
+            first = day
+        last = day
+    yield first, last
+
+
+def _series_tags(s: Series) -> tuple[str, str, str]:
+    return s.tags.get("field", ""), s.tags.get("gateway", ""), s.tags.get("sensor", "")
+
+
+def _windows(
+    measurement: str, names: list[str], parts: list[Series], every_ns: int
+) -> list[HistoryRow]:
+    """Hourly aggregates -> one row per gateway, sensor, value and ``every`` window (epoch
+    aligned, as InfluxDB's GROUP BY time). A window of one hourly part keeps its mean as
+    InfluxDB computed it (``--every 1h``: the rows are InfluxDB's own); parts are merged by
+    count, so the mean of a longer window may differ from InfluxDB's in the last digits."""
+    sources: dict[tuple[str, str], set[str]] = {}
+    for s in parts:
+        sources.setdefault((s.tags.get("gateway", ""), s.tags.get("sensor", "")), set()).add(
+            s.tags.get("field", "")
+        )
+    rows: list[HistoryRow] = []
+    merged: dict[tuple[str, str, str, int], list[Any]] = {}
+    for s in parts:
+        gateway, sensor = s.tags.get("gateway", ""), s.tags.get("sensor", "")
+        if every_ns == HOUR_NS and len(sources[(gateway, sensor)]) == 1:
+            rows += _series_rows(measurement, names, s)
+            continue
+        col = {c: i for i, c in enumerate(s.columns)}
+        for name in names:
+            im, imin, imax, ic = (col.get(f"{a}_{name}") for a in _AGGS)
+            if im is None or imin is None or imax is None or ic is None:
+                continue
+            for row in s.values:
+                mean, count = row[im], row[ic]
+                if mean is None or not count:
+                    continue
+                key = (gateway, sensor, name, row[0] - row[0] % every_ns)
+                low, high = _opt(row[imin]), _opt(row[imax])
+                have = merged.get(key)
+                if have is None:
+                    merged[key] = [float(mean), low, high, int(count)]
+                    continue
+                total = have[3] + count
+                have[0] = (have[0] * have[3] + float(mean) * count) / total
+                have[1] = _pick(min, have[1], low)
+                have[2] = _pick(max, have[2], high)
+                have[3] = total
+    rows += [
+        HistoryRow(measurement, gateway, sensor, start, name, m[0], m[1], m[2])
+        for (gateway, sensor, name, start), m in merged.items()
+    ]
+    return rows
+
+
+def _opt(v: Any) -> float | None:
+    return None if v is None else float(v)
+
+
+def _pick(f: Callable[[float, float], float], a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return f(a, b)
