@@ -318,7 +318,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--ingests", default="1", help="ingest counts to run, e.g. 1,2,3")
     ap.add_argument("--gateways", type=int, default=4, help="agent processes (default 4)")
-    ap.add_argument("--per-gateway", type=int, default=50_000, help="readings per outbox")
+    ap.add_argument(
+        "--per-gateway",
+        type=int,
+        default=150_000,
+        help="readings per outbox (default 150,000: 600,000 per run, ~5 s sustained)",
+    )
     ap.add_argument(
         "--gateways-as",
         default="agents,replay",
@@ -330,7 +335,13 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=500, help="[outbox] batch_size")
     ap.add_argument("--max-inflight", type=int, default=16, help="[outbox] max_inflight")
     ap.add_argument("--write-max-readings", type=int, default=0, help="[ingest] override")
-    ap.add_argument("--ceiling-points", type=int, default=200_000)
+    ap.add_argument(
+        "--ceiling-points",
+        type=int,
+        default=0,
+        help="points per InfluxDB ceiling run (default: as many as a pipeline run carries, "
+        "so that both last as long and meet the same background work in InfluxDB)",
+    )
     ap.add_argument("--timeout", type=float, default=300, help="seconds per pipeline run")
     ap.add_argument("--profile", default="", help="folder for py-spy profiles of 1 ingest, 1 agent")
     ap.add_argument("--skip-ceilings", action="store_true")
@@ -348,6 +359,8 @@ def main() -> int:
     if not 1 <= args.batch_size <= 5000:
         ap.error(f"--batch-size {args.batch_size} must be 1..5000")
 
+    if args.ceiling_points <= 0:
+        args.ceiling_points = args.gateways * args.per_gateway
     result: dict[str, Any] = {"machine_before": harness.machine(), "args": vars(args)}
     with harness.private_stack(keep=args.keep) as (info, work):
         ceilings: list[dict[str, Any]] = []
