@@ -153,6 +153,7 @@ def one_rate(info: StackInfo, work: Path, rate: int, args: argparse.Namespace) -
             f'[[sensors]]\nid = "soil-{i}"\nfield = "north"\ndriver = "text_line"\n'
             f'kind = "soil"\nport = "{link}"\nformat = "csv"\ncolumns = {COLUMNS!r}\n'
             "timeout = 1.0\n".replace("'", '"')
+            + (f"read_window = {args.read_window}\n" if args.read_window is not None else "")
         )
     deadline = time.monotonic() + 10
     while not all((folder / f"tty-{i}").exists() for i in range(sensors)):
@@ -222,7 +223,15 @@ def main() -> int:
         help="start the agent as deploy/systemd/farmtel-agent.service does (default), or as "
         "`farmtel agent run`",
     )
+    ap.add_argument(
+        "--read-window",
+        type=float,
+        default=None,
+        help="read_window of every sensor (seconds; default: the config default)",
+    )
     args = ap.parse_args()
+    if args.read_window is not None and not 0 <= args.read_window <= 1:
+        ap.error(f"--read-window {args.read_window}: must be between 0 and 1 seconds")
     try:
         rates = [int(x) for x in args.rates.split(",")]
     except ValueError:

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar
 
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from contract.ids import Ident
 from contract.settings import Strict
@@ -69,7 +69,8 @@ class Sample:
     """Values read from a device at one instant.
 
     ``values`` maps names with units (``temp_c``) to finite floats. ``ts`` is the
-    wall-clock time in ns when the bytes arrived, or None to let the scheduler stamp it.
+    wall-clock time in ns when the bytes were read (streaming drivers: see the
+    ``read_window`` key), or None to let the scheduler stamp it.
     """
 
     values: dict[str, float]
@@ -120,6 +121,18 @@ class SensorConfig(Strict):
         return (
             self.silence_after if self.silence_after is not None else max(3 * self.interval, 30.0)
         )
+
+
+class StreamingConfig(SensorConfig):
+    """Keys of every streaming driver (one that reads what a device prints on its own)."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+    read_window: Annotated[float, Field(ge=0, le=1)] = 0.2
+    """Seconds a busy port is left alone after a read, so that the lines arriving meanwhile
+    are read together in one wake-up (less CPU per line). A line that comes alone is read,
+    and time-stamped, on arrival; one that comes within the window after the previous read
+    is read, and time-stamped, up to this much later. 0 reads each line as it arrives."""
 
 
 class Driver:

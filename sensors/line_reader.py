@@ -11,8 +11,26 @@ drivers split lines themselves with a cap (the same rules as the ``text_line`` d
   everything up to the next LF is then dropped and the reader resynchronises there.
 
 Rejections go to the ``reject(reason, detail)`` callback; nothing is raised.
+
+Reads of one port are spaced by its ``read_window`` (:class:`Pace`) while it is busy:
+once bytes came within half the window after the previous read (so that a window is
+likely to gather two lines or more), the reader waits until the window since that read
+has passed before it looks at the port again, so that lines arriving meanwhile are taken
+in one wake-up instead of one each (a thread wake-up, not the parsing, is most of what a
+line costs the agent). When the wait finds nothing, the port is quiet again: the reader
+sleeps in poll() and reads the next bytes the moment they arrive. So lines that come
+alone or slowly (a sensor printing every second) are read, and stamped, on arrival, at one
+wake-up per line as without a window; a line that comes within the window after the
+previous read of a busy port is read, and stamped, up to ``read_window`` seconds after it
+arrived (a line's timestamp is the time its last byte was read; lines read together get
+timestamps 1 ns apart, see the drivers). Nothing is dropped or split by the wait: the
+bytes wait in the kernel's tty buffers, and a line cut by a read is completed by the next
+one. A read returns at most the line discipline's 4 KiB buffer, so a port that delivers
+``FAST_CHUNK_BYTES`` or more in one read is not held at all (it is read as fast as
+without a window): a fast or bursty device is never slowed down to 4 KiB per window.
 """
 
+import math
 import os
 import select
 import time
@@ -28,6 +46,55 @@ T = TypeVar("T")
 
 READ_CHUNK_BYTES = 65_536
 """Most bytes taken from the port in one call."""
+FAST_CHUNK_BYTES = 1024
+"""A read of this many bytes or more ends the hold (:class:`Pace`): the device is fast."""
+
+
+class Pace:
+    """When a streaming port is read (module docstring): a busy port at most once per
+    ``window`` seconds, a quiet one as soon as bytes arrive. ``window`` 0: always at once.
+
+    The read loop calls :meth:`hold` before it looks at the port, :meth:`quiet` when a hold
+    found nothing waiting, and :meth:`read_done` after each read that returned bytes.
+    """
+
+    __slots__ = ("busy", "last_read", "window")
+
+    def __init__(self, window: float):
+        if not 0.0 <= window <= 60.0:
+            raise ValueError(f"read window {window!r} must be between 0 and 60 seconds")
+        self.window = window
+        self.busy = False
+        """Bytes keep coming (module docstring): hold before the next look at the port."""
+        self.last_read = -math.inf
+        """time.monotonic() of the last read that returned bytes."""
+
+    def hold(self, left: float) -> bool:
+        """If busy, sleep until ``window`` after the last read (at most ``left`` s).
+
+        Returns True if the port is busy: the caller then checks without blocking whether
+        bytes are waiting, and calls :meth:`quiet` if none are.
+        """
+        if not self.busy:
+            return False
+        wait = min(self.last_read + self.window - time.monotonic(), left)
+        if wait > 0.0:
+            time.sleep(wait)
+        return True
+
+    def quiet(self) -> None:
+        """Nothing came during the window: read the next bytes as soon as they arrive."""
+        self.busy = False
+
+    def read_done(self, now: float, waiting: bool, size: int) -> None:
+        """``size`` bytes were read at ``now`` (time.monotonic()); ``waiting``: they were
+        already there when a hold ended, rather than waking the reader."""
+        self.busy = (
+            self.window > 0.0
+            and size < FAST_CHUNK_BYTES
+            and (waiting or now - self.last_read < self.window / 2)
+        )
+        self.last_read = now
 
 
 def read_stream(
@@ -36,25 +103,37 @@ def read_stream(
     port: serial.SerialBase | None,
     timeout: float,
     feed: Callable[[bytes, int], list[T]],
+    pace: Pace | None = None,
 ) -> list[T]:
     """The read loop of a streaming driver: hand what arrives to ``feed(chunk, arrival_ns)``
     until it returns something or ``timeout`` seconds pass (then ``[]``).
 
-    Raises SensorPortError if the port is not open or goes away (unplugged adapter).
+    ``arrival_ns`` is the wall-clock time the chunk was read. With ``pace``, a busy port
+    is not looked at again until its window has passed since the last read (module
+    docstring); the wait counts against ``timeout``. Raises SensorPortError if the port is
+    not open or goes away (unplugged adapter).
     """
     if port is None:
         raise SensorPortError(sensor, "read() before open(); the port is not open")
     fd = _device_fd(port)
     if fd is not None:
-        return _read_device(sensor, port_url, fd, timeout, feed)
+        return _read_device(sensor, port_url, fd, timeout, feed, pace)
     deadline = time.monotonic() + timeout
     while True:
         try:
-            chunk = port.read(min(max(port.in_waiting, 1), READ_CHUNK_BYTES))
+            waiting = 0
+            if pace is not None and pace.hold(deadline - time.monotonic()):
+                waiting = port.in_waiting
+                if not waiting:
+                    pace.quiet()
+            chunk = port.read(min(max(waiting or port.in_waiting, 1), READ_CHUNK_BYTES))
         except (serial.SerialException, OSError) as err:
             raise _port_failed(sensor, port_url, err) from err
         if chunk:
-            out = feed(chunk, time.time_ns())
+            arrival_ns = time.time_ns()
+            if pace is not None:
+                pace.read_done(time.monotonic(), waiting > 0, len(chunk))
+            out = feed(chunk, arrival_ns)
             if out:
                 return out
         if time.monotonic() >= deadline:
@@ -89,6 +168,7 @@ def _read_device(
     fd: int,
     timeout: float,
     feed: Callable[[bytes, int], list[T]],
+    pace: Pace | None = None,
 ) -> list[T]:
     """:func:`read_stream` on a local device: sleep in poll() until bytes arrive or the
     deadline passes, then take everything the tty holds in one read.
@@ -105,8 +185,17 @@ def _read_device(
     deadline = time.monotonic() + timeout
     left = timeout
     while True:
+        waiting = False
         try:
-            ready = poller.poll(left * 1000.0)
+            if pace is not None and pace.hold(left):
+                # The window is over: take what came meanwhile, or wait for the next bytes.
+                ready = poller.poll(0)
+                waiting = bool(ready)
+                if not waiting:
+                    pace.quiet()
+                    ready = poller.poll(max(0.0, deadline - time.monotonic()) * 1000.0)
+            else:
+                ready = poller.poll(left * 1000.0)
             chunk = os.read(fd, READ_CHUNK_BYTES) if ready else b""
         except BlockingIOError as err:
             if ready[0][1] & _HANGUP:  # no data and never will be: do not spin on it
@@ -124,7 +213,10 @@ def _read_device(
                     "disconnected or multiple access on port?)",
                 )
         if chunk:
-            out = feed(chunk, time.time_ns())
+            arrival_ns = time.time_ns()
+            if pace is not None:
+                pace.read_done(time.monotonic(), waiting, len(chunk))
+            out = feed(chunk, arrival_ns)
             if out:
                 return out
         left = deadline - time.monotonic()

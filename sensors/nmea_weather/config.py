@@ -8,13 +8,13 @@ from typing import Annotated, Literal
 from pydantic import ConfigDict, Field, field_validator
 
 from contract.wire import check_value_name
-from sensors.base import SensorConfig
+from sensors.base import StreamingConfig
 
 SentenceType = Literal["MDA", "MWV", "XDR"]
 ALL_SENTENCES: tuple[SentenceType, ...] = ("MDA", "MWV", "XDR")
 
 
-class Config(SensorConfig):
+class Config(StreamingConfig):
     """One NMEA 0183 weather station printing sentences on a serial port."""
 
     model_config = ConfigDict(use_attribute_docstrings=True)

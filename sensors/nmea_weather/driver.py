@@ -19,7 +19,7 @@ import serial
 
 from sensors import base
 from sensors.base import SensorConfig, SensorPortError
-from sensors.line_reader import LineReader, read_stream
+from sensors.line_reader import LineReader, Pace, read_stream
 from sensors.nmea_weather.config import Config
 from sensors.nmea_weather.sentences import Unknown, parse, split_sentence
 
@@ -50,6 +50,7 @@ class Driver(base.Driver):
         self.ignored: Counter[str] = Counter()
         """Sentences of other types and unknown XDR quadruples, by type."""
         self._port: Any = None
+        self._pace = Pace(config.read_window)
         self._lines = LineReader(config.max_line_bytes, self.reject, keep_first=True)
         self._wanted = frozenset(config.sentences)
         self._last_ts = 0
@@ -89,11 +90,13 @@ class Driver(base.Driver):
         """Samples of the sentences completed within ``config.timeout`` s (maybe none).
 
         Returns as soon as one valid sentence is complete. ``ts`` is the wall-clock time
-        (ns) its bytes arrived; sentences that arrive together are stamped 1 ns apart.
+        (ns) the end of the sentence was read: when it arrived, or up to ``read_window`` s
+        later if it came within the window after the previous read
+        (sensors/line_reader.py); sentences read together are stamped 1 ns apart.
         Raises SensorPortError if the port is not open or goes away.
         """
         cfg = self.config
-        return read_stream(cfg.id, cfg.port, self._port, cfg.timeout, self.feed)
+        return read_stream(cfg.id, cfg.port, self._port, cfg.timeout, self.feed, self._pace)
 
     def feed(self, chunk: bytes, arrival_ns: int) -> list[base.Sample]:
         """Take bytes read from the port; return the samples of the sentences they complete."""

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from contract.wire import check_value_name
-from sensors.base import SensorConfig
+from sensors.base import StreamingConfig
 from sensors.text_line.checksum import ChecksumKind
 
 IGNORED_COLUMN = "_"
@@ -24,7 +24,7 @@ Limit = tuple[float, float]
 """An inclusive physical range: (low, high)."""
 
 
-class Config(SensorConfig):
+class Config(StreamingConfig):
     """One microcontroller printing one reading per line (CSV, key=value or JSON)."""
 
     model_config = ConfigDict(use_attribute_docstrings=True)

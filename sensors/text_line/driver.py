@@ -30,7 +30,7 @@ import serial
 from contract.wire import check_value_name
 from sensors import base
 from sensors.base import SensorConfig, SensorPortError
-from sensors.line_reader import read_stream
+from sensors.line_reader import Pace, read_stream
 from sensors.text_line.checksum import split_checked
 from sensors.text_line.config import IGNORED_COLUMN, MAX_VALUES, Config
 
@@ -78,6 +78,7 @@ class Driver(base.Driver):
         self.accepted = 0
         """Lines turned into samples since the driver was made."""
         self._port: Any = None
+        self._pace = Pace(config.read_window)
         self._pending = b""
         self._dropping = False
         self._synced = False
@@ -139,13 +140,14 @@ class Driver(base.Driver):
         """Samples from the lines completed within ``config.timeout`` seconds (maybe none).
 
         Returns as soon as at least one valid line is complete, so data flows without
-        waiting for the timeout. Each sample's ``ts`` is the wall-clock time (ns) its bytes
-        arrived; lines that arrive together get timestamps 1 ns apart so that none
-        overwrites another in the store. Raises SensorPortError if the port is not open or
-        goes away (unplugged adapter).
+        waiting for the timeout. Each sample's ``ts`` is the wall-clock time (ns) the end of
+        its line was read: when it arrived, or up to ``read_window`` s later if it came
+        within the window after the previous read (sensors/line_reader.py). Lines read
+        together get timestamps 1 ns apart so that none overwrites another in the store.
+        Raises SensorPortError if the port is not open or goes away (unplugged adapter).
         """
         cfg = self.config
-        return read_stream(cfg.id, cfg.port, self._port, cfg.timeout, self.feed)
+        return read_stream(cfg.id, cfg.port, self._port, cfg.timeout, self.feed, self._pace)
 
     # -- bytes to samples -----------------------------------------------------------------
 
