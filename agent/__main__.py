@@ -4,11 +4,49 @@ The same as ``farmtel agent run`` (same config, logs, exit codes: 2 for a bad co
 it imports only what the agent needs. ``farmtel`` loads every subcommand first (typer,
 click, the ingest and certification tools), which costs a gateway ~2 MiB of RSS for
 nothing; deploy/systemd/farmtel-agent.service starts the agent this way.
+
+It also keeps OpenSSL (libcrypto + libssl, ~4 MiB of RSS) out of a gateway that does not
+use TLS: paho imports ``ssl`` and ``hashlib`` whether or not TLS is configured, and
+pydantic imports ``hashlib`` (through ``secrets``). While the agent's modules are imported,
+``_hashlib`` is blocked, so hashlib and hmac use Python's own implementations (md5, sha1,
+sha2, sha3, blake2: all the agent and paho use), and ``_ssl`` is blocked unless ``[mqtt]
+tls`` is on, so paho imports without TLS support, which such a config never asks for
+(paho 2.x still names ``ssl.SSLWantReadError`` in the except clauses of its socket reads
+and writes, so it gets :class:`_NoTLS`, whose exceptions nothing raises, in place of the
+``None`` it would keep). The blocks are lifted once the agent is built. Batch signatures
+need neither: cryptography carries its own OpenSSL and is loaded only with a signing key.
 """
 
 import argparse
 import sys
 from pathlib import Path
+
+_BLOCKED = ("_hashlib", "_ssl")
+"""OpenSSL's modules, kept out while the agent imports (module docstring)."""
+
+
+class _NoTLS:
+    """What paho's socket code looks up in ``ssl`` on a connection without TLS: its except
+    clauses name these whether or not TLS is on (with ``ssl = None`` the first EAGAIN on
+    the socket raised AttributeError and ended paho's network thread). Never raised."""
+
+    class SSLWantReadError(OSError):
+        pass
+
+    class SSLWantWriteError(OSError):
+        pass
+
+    class CertificateError(ValueError):
+        pass
+
+
+def _paho_without_tls() -> None:
+    """Give paho, imported while ``_ssl`` was blocked, :class:`_NoTLS` for its ``ssl``."""
+    import paho.mqtt.client as paho_client
+
+    namespace = vars(paho_client)
+    if "ssl" in namespace and namespace["ssl"] is None:
+        namespace["ssl"] = _NoTLS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,18 +66,32 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    from agent.config import load_gateway_config
-    from agent.service import Agent
-    from contract import logs
-    from contract.settings import ConfigError
-
+    blocked = [name for name in _BLOCKED if name not in sys.modules]
+    for name in blocked:
+        sys.modules[name] = None  # type: ignore[assignment]  # import raises ImportError
     try:
-        cfg = load_gateway_config(args.config)
-        logs.configure(cfg.log)
-        agent = Agent(cfg)
-    except ConfigError as err:
-        print(err, file=sys.stderr)
-        return 2
+        from agent.config import load_gateway_config
+        from contract import logs
+        from contract.settings import ConfigError
+
+        try:
+            cfg = load_gateway_config(args.config)
+            if cfg.mqtt.tls and "_ssl" in blocked:
+                del sys.modules["_ssl"]
+                blocked.remove("_ssl")
+            from agent.service import Agent
+
+            if "_ssl" in blocked:
+                _paho_without_tls()
+            logs.configure(cfg.log)
+            agent = Agent(cfg)
+        except ConfigError as err:
+            print(err, file=sys.stderr)
+            return 2
+    finally:
+        for name in blocked:
+            if sys.modules.get(name, ...) is None:
+                del sys.modules[name]
     agent.run_forever()
     return 0
 

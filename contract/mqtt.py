@@ -6,7 +6,6 @@ a persistent session when asked for, and automatic reconnects with backoff.
 """
 
 import logging
-import ssl
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -41,6 +40,9 @@ def make_client(
             password = read_secret(settings.password_file, "mqtt.password_file").get_secret_value()
         client.username_pw_set(settings.username, password)
     if settings.tls:
+        # Imported here: OpenSSL costs a gateway without TLS ~4 MiB of RSS (agent/__main__.py).
+        import ssl
+
         try:
             client.tls_set(
                 ca_certs=str(settings.ca_file) if settings.ca_file else None,
