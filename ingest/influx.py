@@ -254,6 +254,13 @@ def _status_error(
     return InfluxRejected(base, status, said)
 
 
+def _response_error(response: urllib3.BaseHTTPResponse, action: str, where: str) -> InfluxError:
+    """:func:`_status_error` for an HTTP answer."""
+    return _status_error(
+        response.status, response.data, response.headers.get("Retry-After"), action, where
+    )
+
+
 def _transport_error(err: urllib3.exceptions.HTTPError, action: str, where: str) -> InfluxError:
     """The exception for a request that got no HTTP answer."""
     if isinstance(err, urllib3.exceptions.NewConnectionError):
@@ -364,13 +371,7 @@ class V1Writer:
             self.create_database()
             response = self._post(lines)
         if response.status >= 300:
-            raise _status_error(
-                response.status,
-                response.data,
-                response.headers.get("Retry-After"),
-                self._action,
-                self._http.where,
-            )
+            raise _response_error(response, self._action, self._http.where)
 
     def _post(self, lines: bytes) -> urllib3.BaseHTTPResponse:
         return self._http.request(
@@ -559,13 +560,7 @@ class InfluxQuery:
         # POST: 1.x refuses CREATE/DROP over GET, and a long query does not fit a URL.
         response = self._http.request("POST", "/query", action, fields=fields)
         if response.status >= 300 and response.status != 400:
-            raise _status_error(
-                response.status,
-                response.data,
-                response.headers.get("Retry-After"),
-                action,
-                self._http.where,
-            )
+            raise _response_error(response, action, self._http.where)
         return RawAnswer(response.data, response.status, action)
 
     def parse(self, raw: RawAnswer) -> list[Series]:
@@ -620,13 +615,7 @@ class InfluxQuery:
             "POST", path, action, body=lines, headers={"Content-Type": "text/plain"}
         )
         if response.status >= 300:
-            raise _status_error(
-                response.status,
-                response.data,
-                response.headers.get("Retry-After"),
-                action,
-                self._http.where,
-            )
+            raise _response_error(response, action, self._http.where)
 
     def create_database(self, name: str) -> None:
         """``CREATE DATABASE`` (no-op if it exists). For v1 servers only."""
