@@ -143,7 +143,22 @@ class PortWorker(threading.Thread):
         finally:
             for slot in self.slots:
                 if slot.is_open:
+                    self._read_last(slot)
                     self._close(slot)
+
+    def _read_last(self, slot: _Slot) -> None:
+        """Take the lines a streaming port already holds before it is closed at a stop: a
+        busy port is read once per ``read_window``, so up to that much would be lost."""
+        if not slot.driver.streaming:
+            return
+        try:
+            for _ in range(64):  # 64 reads of up to 64 KiB: more than any tty holds
+                samples = slot.driver.read_waiting()
+                if not samples:
+                    return
+                self._accept(slot, samples)
+        except Exception as err:  # the port went away meanwhile: what was read is kept
+            log.warning("last read before stopping failed sensor=%s: %s", slot.config.id, err)
 
     def _close(self, slot: _Slot) -> None:
         try:

@@ -185,6 +185,10 @@ class Agent:
                 # The readings stay in memory only until the next try; a failing disk is
                 # logged loudly every interval rather than taking the agent down.
                 log.exception("outbox commit failed")
+        # The port workers take what their ports still hold before they close (a busy port
+        # is read once per read_window): commit that too.
+        for w in self.workers:
+            w.join(timeout=10)
         self._commit_once()
 
     # --- MQTT side -------------------------------------------------------------------------

@@ -175,6 +175,12 @@ class Driver:
     def read(self) -> list[Sample]:
         raise NotImplementedError
 
+    def read_waiting(self) -> list[Sample]:
+        """Samples from what the port already holds, without waiting (a streaming driver's
+        last read before the agent stops: lines held back by ``read_window`` are not lost).
+        Polled drivers hold nothing between reads: []."""
+        return []
+
     def close(self) -> None:
         raise NotImplementedError
 

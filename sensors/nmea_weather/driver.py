@@ -98,6 +98,11 @@ class Driver(base.Driver):
         cfg = self.config
         return read_stream(cfg.id, cfg.port, self._port, cfg.timeout, self.feed, self._pace)
 
+    def read_waiting(self) -> list[base.Sample]:
+        """:meth:`read` of what the port already holds: no wait, no ``read_window``."""
+        cfg = self.config
+        return read_stream(cfg.id, cfg.port, self._port, 0.0, self.feed)
+
     def feed(self, chunk: bytes, arrival_ns: int) -> list[base.Sample]:
         """Take bytes read from the port; return the samples of the sentences they complete."""
         samples: list[base.Sample] = []

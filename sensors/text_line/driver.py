@@ -149,6 +149,11 @@ class Driver(base.Driver):
         cfg = self.config
         return read_stream(cfg.id, cfg.port, self._port, cfg.timeout, self.feed, self._pace)
 
+    def read_waiting(self) -> list[base.Sample]:
+        """:meth:`read` of what the port already holds: no wait, no ``read_window``."""
+        cfg = self.config
+        return read_stream(cfg.id, cfg.port, self._port, 0.0, self.feed)
+
     # -- bytes to samples -----------------------------------------------------------------
 
     def feed(self, chunk: bytes, arrival_ns: int) -> list[base.Sample]:
