@@ -348,8 +348,8 @@ def _series_rows(measurement: str, names: list[str], s: Series) -> list[HistoryR
                     raw[0],
                     name,
                     float(mean),
-                    None if low is None else float(low),
-                    None if high is None else float(high),
+                    _opt(low),
+                    _opt(high),
                 )
             )
     return rows

@@ -203,14 +203,9 @@ class SequenceTracker:
             ):
                 raise ValueError(f"seq interval {item!r} is not [first, last] with first <= last")
             ranges.append((item[0], item[1]))
-        if not ranges:
-            return
-        state = self._state((plantation, gateway))
-        before = state.holes()
-        for first, last in ranges:
-            state.add_range(first, last, count_duplicates=False)
-        state.compact(self.max_intervals)
-        self.holes_total += state.holes() - before
+        if ranges:
+            # Marked as seen without counting duplicates, as observe() marks declared gaps.
+            self.observe(plantation, gateway, (), [(a, b - a + 1) for a, b in ranges])
 
     def gateway(self, plantation: str, gateway: str) -> GatewaySeq | None:
         """The state of one gateway, or None if not seen (or forgotten)."""

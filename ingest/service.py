@@ -365,6 +365,7 @@ class Ingest:
                 else:
                     self._dead_letter(items[0].msg, f"InfluxDB refused the points: {err}")
                 return
+        shared: dict[tuple[str, str], list[list[int]]] = {}
         for d in items:
             self._ack(d.msg)
             receipt = Receipt(
@@ -387,10 +388,14 @@ class Ingest:
                     [(g.seq, g.count) for g in d.batch.gaps if g.seq is not None],
                 )
                 self.counters["seq_holes"] = self.sequence.holes_total
-                seen = self.sequence.export(d.plantation, d.batch.gateway)
-            self._share_seq(d.plantation, d.batch.gateway, seen)
+                shared[(d.plantation, d.batch.gateway)] = self.sequence.export(
+                    d.plantation, d.batch.gateway
+                )
             if self.alerts.rules:
                 self.alerts.observe(d.plantation, d.model())
+        # Once per gateway and write: each message carries the whole union we know.
+        for (plantation, gateway), seen in shared.items():
+            self._share_seq(plantation, gateway, seen)
 
     # lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
