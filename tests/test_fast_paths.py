@@ -404,6 +404,76 @@ def test_plain_path_leaves_every_doubtful_batch_to_the_reference_path(
         pytest.fail(f"{path}={value!r} was taken; it should be left to pydantic")
 
 
+_THREE = orjson.loads(
+    encode_batch(
+        Batch(
+            gateway="gw-1",
+            boot="b",
+            batch="b1",
+            sent=5,
+            readings=[
+                _reading(seq=s, sensor=f"soil-{s}", values={"moisture_pct": 31.2, "temp_c": -1.5})
+                for s in range(3)
+            ],
+        )
+    )
+)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("ts", 1.5e18),
+        ("ts", True),
+        ("seq", -1),
+        ("seq", 2**63),
+        ("clock", "maybe"),
+        ("clock", ["synced"]),
+        ("sensor", "Soil"),
+        ("sensor", ["soil-1"]),
+        ("kind", "farmtel_gap"),
+        ("cal", 5),
+        ("cal", ["v1"]),
+        ("cal", "c" * 129),
+        ("values", {}),
+        ("values", []),
+        ("values", {f"v{i}": 1.0 for i in range(65)}),
+        ("values", {"moisture_pct": 3}),
+        ("values", {"moisture_pct": True}),
+        ("values", {"moisture_pct": "3.0"}),
+        ("values", {"moisture_pct": 1.0, "temp_c": None}),
+        ("values", {"Moisture": 1.0}),
+        ("values", {"a-b": 1.0}),
+        ("values", {"time": 1.0}),
+        ("values", {"sensor": 1.0}),
+        ("extra", 1),
+    ],
+)
+def test_one_doubtful_reading_among_good_ones_leaves_the_batch_to_the_reference_path(
+    key: str, value: object
+) -> None:
+    # The plain path checks the readings a column at a time: one bad value in the middle of
+    # a column must be seen as surely as a lone one.
+    doc = orjson.loads(orjson.dumps(_THREE))
+    doc["readings"][1][key] = value
+    if _agree(orjson.dumps(doc)):
+        pytest.fail(f"readings.1.{key}={value!r} was taken; it should be left to pydantic")
+
+
+def test_readings_in_the_middle_of_a_batch_are_written_in_order() -> None:
+    doc = orjson.loads(orjson.dumps(_THREE))
+    doc["readings"][1]["values"] = {"null": 1e-7, "x": 0.00001}  # odd but valid
+    doc["readings"][2]["cal"] = "v2"
+    assert _agree(orjson.dumps(doc))
+    lines = plain_batch_lines("hlj-001", "gw-1", orjson.dumps(doc), 0, 2**63)
+    assert lines is not None
+    assert [line.split(" ")[1] for line in lines.lines[:3]] == [
+        'moisture_pct=31.2,temp_c=-1.5,seq=0i,clock="synced"',
+        'null=1e-7,x=0.00001,seq=1i,clock="synced"',
+        'moisture_pct=31.2,temp_c=-1.5,seq=2i,clock="synced",cal="v2"',
+    ]
+
+
 @pytest.mark.parametrize(
     ("payload", "taken"),
     [

@@ -8,6 +8,9 @@ not produce on demand (401, 429, 503) come from a canned HTTP server: fault inje
 from __future__ import annotations
 
 import json
+import math
+import random
+import struct
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -32,7 +35,7 @@ from ingest.influx import (
     quote_literal,
     redact_url,
 )
-from ingest.line_protocol import encode_points
+from ingest.line_protocol import encode_points, float_text
 from tests.support.v2proxy import V2WriteProxy
 
 TS = 1_764_400_000_000_000_000
@@ -82,6 +85,32 @@ def test_v1_write_creates_the_database_and_reads_back(stack: StackInfo, influx_d
     # The same points again overwrite themselves: a replay stores nothing twice.
     writer.write(body)
     assert _rows(query.query("SELECT count(*) FROM soil"))[0]["count_moisture_pct"] == 2
+    writer.close()
+    query.close()
+
+
+def test_every_float_form_the_encoder_writes_reads_back_exactly(
+    stack: StackInfo, influx_db: str
+) -> None:
+    # orjson's forms ("1e-7", "0.00001", "1e+21", subnormals) are what InfluxDB 1.6.7 must
+    # parse back to the same double; random bit patterns cover the rest.
+    rng = random.Random(8)
+    values = [1e-7, 1e-05, 1.5e-6, 1e21, 1e16, -2.5e-300, 5e-324, 1.7976931348623157e308]
+    values += [0.1, -0.0, 123456789012345678.0, 0.0001, 999999999999999.9]
+    while len(values) < 2_000:
+        value = struct.unpack("<d", rng.getrandbits(64).to_bytes(8, "little"))[0]
+        if math.isfinite(value):
+            values.append(value)
+    texts = {float_text(v) for v in values}
+    assert "1e-7" in texts and "0.00001" in texts  # the forms repr writes differently
+    settings = _settings(stack, influx_db)
+    writer = V1Writer(settings)
+    writer.write(encode_points([("m", {}, {"v": v}, TS + i) for i, v in enumerate(values)]))
+    query = InfluxQuery(settings)
+    rows = _rows(query.query("SELECT v FROM m ORDER BY time"))
+    # InfluxDB's JSON writes an integral float as an integer (-859495444819939300 for
+    # -8.594954448199393e+17): float() of it is the same double.
+    assert [float(row["v"]) for row in rows] == values  # type: ignore[arg-type]
     writer.close()
     query.close()
 
