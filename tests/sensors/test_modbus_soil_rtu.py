@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from sensors.modbus_soil import rtu
@@ -29,12 +29,15 @@ def test_answer_found_inside_noise(before: bytes, after: bytes, words: list[int]
 
 
 @given(words=WORDS, position=st.integers(0, 1000))
+# 03 03 04 [02->03] 83 ...: the flip also makes "03 83", the start of an exception answer of
+# slave 3, whose CRC is wrong too: two answer-shaped frames, neither a reading.
+@example(words=[643, 0], position=0)
 def test_a_flipped_byte_is_a_crc_error_not_a_reading(words: list[int], position: int) -> None:
     frame = bytearray(rtu.register_response(3, 3, words))
     index = 3 + position % (len(frame) - 3)  # data or CRC byte
     frame[index] ^= 0x01
     answer = rtu.find_answer(frame, 3, 3, len(words))
-    assert isinstance(answer, rtu.Incomplete) and answer.bad_crc == 1
+    assert isinstance(answer, rtu.Incomplete) and answer.bad_crc >= 1
 
 
 @given(noise=st.binary(max_size=200), slave=st.integers(1, 247), start=st.integers(0, 0xFFFF))
