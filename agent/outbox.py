@@ -40,6 +40,7 @@ is that ``depth()`` or ``next_batch()`` may wait for a commit in progress (one f
 import logging
 import os
 import sqlite3
+import struct
 import threading
 import time
 import zlib
@@ -61,6 +62,7 @@ from contract.wire import (
     Reading,
     WireReading,
     plain_reading,
+    plain_reading_columns,
     reading_from_wire,
     validated_reading,
     wire_form,
@@ -925,42 +927,20 @@ class Outbox:
         """Each row's wire form, or None where the row fails its checksum or the contract;
         and the seq of each row that failed, by its index.
 
-        ``rows`` (seq, rec, crc) may be a live cursor: decoding each row as SQLite hands it
-        over, while it is still in the CPU cache, measured ~10 % faster than after fetchall().
+        ``rows`` are (seq, rec, crc). Validated again on the way out: a record that passes
+        its CRC but not the contract would make ingest dead-letter the whole batch.
 
-        Validated again on the way out: a record that passes its CRC but not the contract
-        would make ingest dead-letter the whole batch. Records as this agent writes them
-        pass contract.wire.plain_reading (no pydantic, the agent's largest cost per reading
-        before); pydantic decides whatever that leaves open, with the same outcome.
+        A batch is checked a column at a time first (:func:`_plain_wire_readings`), which
+        costs less per reading than one row at a time (and than decoding each row as the
+        cursor hands it over). A batch it is not sure of (a row that fails its CRC, does not
+        parse, or is not plainly valid) is decided row by row (:func:`_decode_rows`) as a
+        whole, with the same outcome either way.
         """
-        out: list[WireReading | None] = []
-        bad: dict[int, int] = {}
-        append = out.append
-        crc32 = zlib.crc32
-        loads = orjson.loads
-        plain = plain_reading
-        for seq, rec, crc in rows:
-            if crc32(rec, crc32(seq.to_bytes(8, "little"))) != crc:
-                bad[len(out)] = seq
-                append(None)
-                continue
-            try:
-                sensor, field_, kind, ts, clock, values, cal = loads(rec)
-            except (ValueError, TypeError):
-                bad[len(out)] = seq
-                append(None)
-                continue
-            wire = plain(sensor, field_, kind, ts, clock, seq, values, cal)
-            if wire is None:
-                try:
-                    wire = wire_form(
-                        validated_reading(sensor, field_, kind, ts, clock, seq, values, cal)
-                    )
-                except ValidationError:
-                    bad[len(out)] = seq
-                    wire = None
-            append(wire)
-        return out, bad
+        rows = list(rows)
+        readings = _plain_wire_readings(rows)
+        if readings is not None:
+            return readings, {}
+        return _decode_rows(rows)
 
     @staticmethod
     def _decode_gap(rec: bytes, crc: int) -> Gap | None:
@@ -1360,6 +1340,91 @@ def _seq_at(decoded: list[WireReading | None], bad: dict[int, int], i: int) -> i
     """The seq of row ``i`` of a :meth:`Outbox._decode_readings` result."""
     reading = decoded[i]
     return bad[i] if reading is None else int(reading["seq"])
+
+
+_SEQ_BYTES = struct.Struct("<Q").pack
+"""``seq.to_bytes(8, "little")`` for 0 <= seq < 2**64, as a function map() can call."""
+
+
+def _plain_wire_readings(rows: list[Any]) -> list[WireReading | None] | None:
+    """The wire forms of rows (seq, rec, crc) if every row passes its CRC and plainly
+    passes the contract, else None: then :func:`_decode_rows` decides row by row.
+
+    What :func:`_decode_rows` does, a column at a time in C: the CRCs of all rows by one
+    ``map`` and one list comparison, each record parsed by ``map(orjson.loads, ...)``, and
+    the fields checked by :func:`contract.wire.plain_reading_columns`. The wire dicts are
+    those :func:`contract.wire.plain_reading` builds, keys in the same order.
+    """
+    if not rows:
+        return []
+    crc32 = zlib.crc32
+    try:
+        seqs, recs, crcs = zip(*rows, strict=True)
+        # struct.error for a seq that is not an int in 0..2**64-1 (to_bytes raises then).
+        if list(map(crc32, recs, map(crc32, map(_SEQ_BYTES, seqs)))) != list(crcs):
+            return None
+        records = list(map(orjson.loads, recs))
+        # TypeError or ValueError unless every record is seven items. A JSON object or text
+        # of seven (keys, characters) would give a str ts, which the column check refuses.
+        sensors, fields, kinds, stamps, clocks, values, cals = zip(*records, strict=True)
+    except (TypeError, ValueError, struct.error):  # orjson.JSONDecodeError is a ValueError
+        return None
+    # This checks seq too (an int, exactly, in 0..2**63-1).
+    if not plain_reading_columns(sensors, fields, kinds, stamps, clocks, seqs, values, cals):
+        return None
+    return [
+        {
+            "sensor": sensor,
+            "field": field_,
+            "kind": kind,
+            "ts": ts,
+            "clock": clock,
+            "seq": seq,
+            "values": values_,
+            "cal": cal,
+        }
+        for sensor, field_, kind, ts, clock, seq, values_, cal in zip(
+            sensors, fields, kinds, stamps, clocks, seqs, values, cals, strict=True
+        )
+    ]
+
+
+def _decode_rows(rows: Iterable[Any]) -> tuple[list[WireReading | None], dict[int, int]]:
+    """:meth:`Outbox._decode_readings` one row at a time: the reference, and what decides
+    every batch that :func:`_plain_wire_readings` is not sure of.
+
+    Records as this agent writes them pass contract.wire.plain_reading (no pydantic, the
+    agent's largest cost per reading before); pydantic decides whatever that leaves open,
+    with the same outcome.
+    """
+    out: list[WireReading | None] = []
+    bad: dict[int, int] = {}
+    append = out.append
+    crc32 = zlib.crc32
+    loads = orjson.loads
+    plain = plain_reading
+    for seq, rec, crc in rows:
+        if crc32(rec, crc32(seq.to_bytes(8, "little"))) != crc:
+            bad[len(out)] = seq
+            append(None)
+            continue
+        try:
+            sensor, field_, kind, ts, clock, values, cal = loads(rec)
+        except (ValueError, TypeError):
+            bad[len(out)] = seq
+            append(None)
+            continue
+        wire = plain(sensor, field_, kind, ts, clock, seq, values, cal)
+        if wire is None:
+            try:
+                wire = wire_form(
+                    validated_reading(sensor, field_, kind, ts, clock, seq, values, cal)
+                )
+            except ValidationError:
+                bad[len(out)] = seq
+                wire = None
+        append(wire)
+    return out, bad
 
 
 def _check_batch_id(batch_id: str) -> None:

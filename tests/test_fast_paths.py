@@ -3,12 +3,14 @@ reading encoder of ingest/mapping.py, the hand-built encode_batch of contract/wi
 plain path (readings as dicts, no pydantic) of the agent's outbox and of the ingest."""
 
 import math
+from collections import OrderedDict
 
 import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from contract import wire as wire_module
 from contract.signing import batch_message, wire_batch_message
 from contract.wire import (
     MAX_BATCH_BYTES,
@@ -20,6 +22,7 @@ from contract.wire import (
     encode_batch,
     encode_wire_batch,
     plain_reading,
+    plain_reading_columns,
     reading_from_wire,
     validated_reading,
     wire_form,
@@ -534,3 +537,128 @@ def test_wire_encoding_and_signed_message_match_the_models(
     assert encode_wire_batch("gw-1", "b", "b1", 5, wire, gaps, sig) == encode_batch(batch)
     assert wire_batch_message("p", "gw-1", "b1", wire, gaps) == batch_message("p", batch)
     assert [reading_from_wire(w) for w in wire] == readings
+
+
+# --- contract.wire.plain_reading_columns: plain_reading a column at a time (agent outbox) ----
+
+
+def _columns(readings: list[tuple[object, ...]]) -> list[list[object]]:
+    """Readings as (sensor, field, kind, ts, clock, seq, values, cal) -> the eight columns."""
+    return [list(column) for column in zip(*readings, strict=True)] or [[]] * 8
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            ANY_ID,
+            ANY_ID,
+            ANY_ID,
+            ANY_INT,
+            ANY_CLOCK,
+            ANY_INT,
+            _mostly(
+                st.dictionaries(ANY_NAME, ANY_VALUE, min_size=1, max_size=4),
+                st.just({}) | st.just([1.0]) | st.just({f"v{i}": 1.0 for i in range(65)}),
+            ),
+            ANY_CAL,
+        ),
+        max_size=6,
+    )
+)
+def test_plain_reading_columns_accepts_exactly_what_plain_reading_accepts(
+    readings: list[tuple[object, ...]],
+) -> None:
+    accepted = [plain_reading(*r) is not None for r in readings]
+    columns = plain_reading_columns(*_columns(readings))
+    if columns:
+        assert all(accepted)
+    elif all(accepted):
+        # Not sure only when the values' sum overflows (every value is finite then).
+        assert not math.isfinite(sum(v for r in readings for v in r[6].values()))  # type: ignore[attr-defined]
+
+
+_GOOD_READING = (
+    "soil-1",
+    "north",
+    "soil",
+    1_764_400_000_000_000_000,
+    "synced",
+    7,
+    {"t_c": 1.5},
+    None,
+)
+_ODD_FIELDS: list[tuple[int, object]] = [
+    (0, "Soil"),
+    (0, ["soil-1"]),
+    (1, 7),
+    (2, ""),
+    (3, -1),
+    (3, 2**63),
+    (3, 5.0),
+    (3, True),
+    (4, "maybe"),
+    (4, 1),
+    (4, ["synced"]),
+    (4, ClockQuality.SYNCED),  # a str, but not exactly: pydantic decides (and converts)
+    (5, -1),
+    (5, 2**63),
+    (5, True),
+    (6, {}),
+    (6, [1.0]),
+    (6, "t_c"),
+    (6, OrderedDict({"t_c": 1.5})),  # a dict, but not exactly: pydantic decides
+    (6, {f"v{i}": 1.0 for i in range(65)}),
+    (6, {"t_c": 1.5, "seq": 1.0}),
+    (6, {"t_c": 1.5, "Temp": 1.0}),
+    (6, {"t_c": 1}),
+    (6, {"t_c": True}),
+    (6, {"t_c": "1.5"}),
+    (6, {"t_c": math.nan}),
+    (6, {"t_c": math.inf}),
+    (6, {"t_c": -math.inf}),
+    (7, "x" * 129),
+    (7, 3),
+    (7, b"v1"),
+    (7, ["v1"]),
+]
+
+
+@pytest.mark.parametrize(("index", "odd"), _ODD_FIELDS)
+def test_plain_reading_columns_is_not_sure_of_one_odd_reading_among_good_ones(
+    index: int, odd: object
+) -> None:
+    bad = list(_GOOD_READING)
+    bad[index] = odd
+    assert plain_reading(*bad) is None
+    readings = [_GOOD_READING, tuple(bad), _GOOD_READING]
+    assert plain_reading_columns(*_columns(readings)) is False
+    assert plain_reading_columns(*_columns([_GOOD_READING, _GOOD_READING])) is True
+
+
+def test_plain_reading_columns_edges() -> None:
+    assert plain_reading_columns(*_columns([])) is True
+    edge = (
+        "a",
+        "b" * 63,
+        "c",
+        0,
+        "stepped",
+        2**63 - 1,
+        {f"v{i}": -0.0 for i in range(64)},
+        "x" * 128,
+    )
+    assert plain_reading(*edge) is not None
+    assert plain_reading_columns(*_columns([edge, _GOOD_READING])) is True
+    big = 1.7976931348623157e308
+    overflow = (*_GOOD_READING[:6], {"a": big, "b": big}, None)
+    assert plain_reading(*overflow) is not None
+    assert plain_reading_columns(*_columns([overflow])) is False  # not sure: per reading then
+
+
+def test_plain_reading_columns_leaves_changed_models_to_pydantic(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(wire_module, "_FAST_ENCODE", False)
+    assert plain_reading(*_GOOD_READING) is None
+    assert plain_reading_columns(*_columns([_GOOD_READING])) is False
