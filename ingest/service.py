@@ -136,12 +136,23 @@ class Ingest:
         self.client.on_disconnect = self._disconnected
         self.client.on_message = self._message
         self.client.on_connect_fail = self._connect_failed
-        # Two threads: "decoder" decodes the next messages while "writer" waits for InfluxDB
-        # to take the previous ones (it acks and receipts them after). One decoded group
-        # waits between them at most, so memory stays ~3 writes' worth.
-        self._decoded: queue.Queue[list[Decoded]] = queue.Queue(maxsize=1)
+        # "decoder" decodes the next messages while the "writer-N" threads wait for InfluxDB
+        # to take earlier ones: [ingest] write_concurrency writes in flight (InfluxDB takes
+        # one write on about one core). Each writer acks and receipts its messages after its
+        # write, in the order the decoder handed the groups over (a ticket each). One decoded
+        # group waits between them at most: memory stays ~(write_concurrency + 2) writes.
+        self._decoded: queue.Queue[tuple[int, list[Decoded]]] = queue.Queue(maxsize=1)
+        self._tickets = 0
+        """Groups handed to the writers so far (the decoder thread counts them)."""
+        self._turn = 0
+        """The ticket whose acks and receipts go out next."""
+        self._turn_changed = threading.Condition()
+        self._count_lock = threading.Lock()
         self._worker = threading.Thread(target=self._work, name="decoder", daemon=True)
-        self._writer_thread = threading.Thread(target=self._write_loop, name="writer", daemon=True)
+        self._writer_threads = [
+            threading.Thread(target=self._write_loop, name=f"writer-{n}", daemon=True)
+            for n in range(1, config.ingest.write_concurrency + 1)
+        ]
         self.alerts = AlertEngine(
             config.alerts, lambda t, p: self.client.publish(t, p, qos=1), self.writer.write
         )
@@ -286,7 +297,7 @@ class Ingest:
 
     def _dead_letter(self, msg: Inbound, reason: str) -> None:
         self.dead.put(msg.topic, msg.payload, reason)
-        self.counters["dead_letters"] += 1
+        self._count("dead_letters")  # from the decoder and the writers
         log.warning(
             "dead letter topic=%.200s size=%d reason=%s", msg.topic, len(msg.payload), reason
         )
@@ -319,52 +330,84 @@ class Ingest:
             decoded = [d for d in map(self._decode, msgs) if d is not None]
             while decoded and not self.stop_event.is_set():
                 try:
-                    self._decoded.put(decoded, timeout=0.5)
+                    self._decoded.put((self._tickets, decoded), timeout=0.5)
+                    self._tickets += 1
                     break
-                except queue.Full:  # the writer is still busy (or InfluxDB is down)
+                except queue.Full:  # the writers are still busy (or InfluxDB is down)
                     continue
             # Not handed over when stopping: not acked, so the broker redelivers them.
 
-    # writer thread ---------------------------------------------------------------------------
+    # writer threads ----------------------------------------------------------------------------
     def _write_loop(self) -> None:
-        """Store what the decoder hands over, in order; after a stop, what is left queued."""
+        """Store what the decoder hands over; after a stop, what is left queued."""
         while True:
             try:
-                items = self._decoded.get(timeout=0.5)
+                ticket, items = self._decoded.get(timeout=0.5)
             except queue.Empty:
                 if self.stop_event.is_set() and not self._worker.is_alive():
                     return
                 continue
+            stored: list[Decoded] = []
             try:
-                self._store(items)
+                stored = self._write(items)
             except Exception:
                 # Not acked: the broker redelivers them after a restart. Keep writing the rest.
                 log.exception("storing %d message(s) failed; they stay unacked", len(items))
+            finally:
+                self._in_turn(ticket, stored)
 
-    def _store(self, items: list[Decoded]) -> None:
+    def _in_turn(self, ticket: int, stored: list[Decoded]) -> None:
+        """Ack and receipt ``stored`` once every earlier group is done: stored messages are
+        acked in the order they came in (MQTT wants PUBACKs in order), whichever write ends
+        first. (A dead-lettered message is acked when it is dead-lettered, as before.)
+        """
+        with self._turn_changed:
+            while self._turn != ticket:
+                self._turn_changed.wait()
+            try:
+                if stored:
+                    self._acknowledge(stored)
+            except Exception:
+                log.exception("acking %d stored message(s) failed", len(stored))
+            finally:
+                self._turn += 1
+                self._turn_changed.notify_all()
+
+    def _count(self, name: str) -> None:
+        with self._count_lock:
+            self.counters[name] += 1
+
+    def _write(self, items: list[Decoded]) -> list[Decoded]:
+        """Write the lines of ``items`` to InfluxDB; return those stored (not yet acked).
+
+        Retries while InfluxDB is unavailable (nothing stored if the ingest stops first);
+        if InfluxDB refuses the write, each message is written on its own and the one it
+        refuses is dead-lettered (and acked at once: it is settled).
+        """
         body = "\n".join(chain.from_iterable(d.lines for d in items)).encode()
         backoff = 0.2
         while True:
             try:
                 self.writer.write(body)
-                break
+                return items
             except InfluxUnavailable as err:
-                self.counters["write_errors"] += 1
+                self._count("write_errors")
                 log.warning("influxdb unavailable error=%s retry_in_s=%.1f", err, backoff)
                 if self.stop_event.wait(backoff):
                     # Not acked: the broker redelivers these after our restart.
-                    return
-                self.counters["write_retries"] += 1
+                    return []
+                self._count("write_retries")
                 backoff = min(backoff * 2, self.config.ingest.retry_max_backoff)
             except InfluxRejected as err:
-                self.counters["write_errors"] += 1
+                self._count("write_errors")
                 if len(items) > 1:
                     # Find the message InfluxDB refuses; the others go in on their own.
-                    for item in items:
-                        self._store([item])
-                else:
-                    self._dead_letter(items[0].msg, f"InfluxDB refused the points: {err}")
-                return
+                    return [d for item in items for d in self._write([item])]
+                self._dead_letter(items[0].msg, f"InfluxDB refused the points: {err}")
+                return []
+
+    def _acknowledge(self, items: list[Decoded]) -> None:
+        """Ack, receipt and count stored messages (in turn: see :meth:`_in_turn`)."""
         shared: dict[tuple[str, str], list[list[int]]] = {}
         for d in items:
             self._ack(d.msg)
@@ -410,7 +453,8 @@ class Ingest:
         )
         self.client.loop_start()
         self._worker.start()
-        self._writer_thread.start()
+        for writer in self._writer_threads:
+            writer.start()
         self.selfmetrics.start()
         if self.prometheus is not None:
             self.prometheus.start()
@@ -424,7 +468,8 @@ class Ingest:
     def stop(self) -> None:
         self.stop_event.set()
         self._worker.join(timeout=15)
-        self._writer_thread.join(timeout=15)
+        for writer in self._writer_threads:
+            writer.join(timeout=15)
         self.selfmetrics.stop()
         self.client.disconnect()
         self.client.loop_stop()
