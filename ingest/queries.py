@@ -295,10 +295,9 @@ def _params(plantation: str, sensor: str | None, start: int, end: int) -> dict[s
     return params
 
 
-def _aggregates(names: list[str], aggs: tuple[str, ...]) -> str:
-    return ", ".join(
-        f"{a}({quote_ident(n)}) AS {quote_ident(f'{a}_{n}')}" for n in names for a in aggs
-    )
+def _aggregates(columns: Iterable[tuple[str, str]]) -> str:
+    """``a("n") AS "a_n"`` for each (aggregate, field) of ``columns``."""
+    return ", ".join(f"{a}({quote_ident(n)}) AS {quote_ident(f'{a}_{n}')}" for a, n in columns)
 
 
 def _direct(
@@ -315,7 +314,8 @@ def _direct(
     rows: list[HistoryRow] = []
     for measurement, names in fields.items():
         series = client.query(
-            f"SELECT {_aggregates(names, _AGGS[:3])} FROM {quote_ident(measurement)} "
+            f"SELECT {_aggregates((a, n) for n in names for a in _AGGS[:3])} "
+            f"FROM {quote_ident(measurement)} "
             f'WHERE {_where(sensor)} GROUP BY time({every_s}s), "gateway", "sensor" fill(none)',
             params=params,
         )
@@ -392,15 +392,18 @@ class _Rollup:
         self.m = quote_ident(measurement)
         self.counted = counted
 
+    def _columns(self, names: list[str]) -> list[tuple[str, str]]:
+        """(aggregate, field) of a rollup of ``names``: each aggregate of every name, and the
+        count of each ``counted`` field that is not one of them; column ``<aggregate>_<field>``."""
+        return [(a, n) for n in names for a in _AGGS] + [
+            ("count", n) for n in self.counted if n not in names
+        ]
+
     def from_raw(self, start: int, end: int, names: list[str]) -> list[Series]:
         """Hourly aggregates of ``names`` (and the counts of ``counted``) computed by
         InfluxDB from the raw points in [start, end)."""
-        extra = [n for n in self.counted if n not in names]
-        select = _aggregates(names, _AGGS) + (
-            ", " + _aggregates(extra, ("count",)) if extra else ""
-        )
         return self.client.query(
-            f"SELECT {select} FROM {self.m} WHERE {_where(self.sensor)} "
+            f"SELECT {_aggregates(self._columns(names))} FROM {self.m} WHERE {_where(self.sensor)} "
             f"GROUP BY time(1h), {_GROUP_TAGS} fill(none)",
             params=_params(self.plantation, self.sensor, start, end),
         )
@@ -429,14 +432,7 @@ class _Rollup:
             tags = _series_tags(s)
             for row in s.values:
                 raw_counts[(*tags, row[0])] = tuple(int(c or 0) for c in row[1:])
-        cols = ", ".join(
-            quote_ident(f"{a}_{n}")
-            for n, aggs in [
-                *((n, _AGGS) for n in names),
-                *((n, ("count",)) for n in self.counted if n not in names),
-            ]
-            for a in aggs
-        )
+        cols = ", ".join(quote_ident(f"{a}_{n}") for a, n in self._columns(names))
         stored = self.client.query(
             f"SELECT {cols} FROM {quote_ident(ROLLUP_RP)}.{self.m} WHERE {_where(self.sensor)} "
             f"GROUP BY {_GROUP_TAGS}",
