@@ -52,13 +52,33 @@ SEQ_SHARE_ROOT = "farmtel/ingest/v1"
 """Where the ingests of a share group tell each other which seq they stored (ingest only)."""
 
 
+def seq_share_prefix(group: str) -> str:
+    """What every seq bookkeeping topic of ``group`` starts with."""
+    return f"{SEQ_SHARE_ROOT}/{group}/seq/"
+
+
 def seq_share_topic(group: str, plantation: str, gateway: str) -> str:
     """The retained seq bookkeeping of one gateway, as the ingests of ``group`` know it."""
-    return f"{SEQ_SHARE_ROOT}/{group}/seq/{plantation}/{gateway}"
+    return f"{seq_share_prefix(group)}{plantation}/{gateway}"
 
 
 def seq_share_subscription(group: str = INGEST_SHARE_GROUP) -> str:
-    return f"{SEQ_SHARE_ROOT}/{group}/seq/+/+"
+    return f"{seq_share_prefix(group)}+/+"
+
+
+def parse_seq_share_topic(group: str, topic: str) -> tuple[str, str]:
+    """(plantation, gateway) of a :func:`seq_share_topic` of ``group``; raise ``ValueError``
+    naming what is wrong."""
+    prefix = seq_share_prefix(group)
+    if not topic.startswith(prefix):
+        raise ValueError(f"topic {topic!r} does not start with {prefix!r}")
+    parts = topic[len(prefix) :].split("/")
+    if len(parts) != 2:
+        raise ValueError(f"topic {topic!r} is not {prefix}<plantation>/<gateway>")
+    return (
+        check_ident(parts[0], "plantation id in topic"),
+        check_ident(parts[1], "gateway id in topic"),
+    )
 
 
 def parse_topic(topic: str) -> TopicParts:

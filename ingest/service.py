@@ -24,11 +24,12 @@ from typing import Any
 import orjson
 import paho.mqtt.client as mqtt
 
-from contract.ids import check_ident
 from contract.mqtt import connect_async, connect_properties, make_client, reason_text
 from contract.topics import (
+    parse_seq_share_topic,
     parse_topic,
     receipt_topic,
+    seq_share_prefix,
     seq_share_subscription,
     seq_share_topic,
     telemetry_subscription,
@@ -127,8 +128,7 @@ class Ingest:
         # self-metrics and agent status points; see ingest/sequence.py and selfmetrics.py.
         self.sequence = SequenceTracker()
         self._seq_lock = threading.Lock()
-        self._seq_share_topic = seq_share_subscription(config.ingest.share_group)
-        self._seq_share_prefix = self._seq_share_topic.removesuffix("+/+")
+        self._seq_share_prefix = seq_share_prefix(config.ingest.share_group)
         self._not_before_ns = config_not_before_ns(config.ingest.not_before)
         self.selfmetrics = SelfMetrics(config, self.writer, self.counters, self.inbox.qsize)
         self.client = make_client(config.mqtt, config.client_id(), manual_ack=True)
@@ -167,7 +167,7 @@ class Ingest:
         client.subscribe(self.selfmetrics.status_subscription(), qos=0)
         # The share group's seq bookkeeping, retained ones first. Our own comes back too:
         # merging it changes nothing (a union), and after a restart it is what we knew.
-        client.subscribe(self._seq_share_topic, qos=0)
+        client.subscribe(seq_share_subscription(self.config.ingest.share_group), qos=0)
         self.connected.set()
         log.info("mqtt connected host=%s port=%s", self.config.mqtt.host, self.config.mqtt.port)
 
@@ -201,9 +201,7 @@ class Ingest:
     def _merge_seq(self, topic: str, payload: bytes) -> None:
         """The share group's view of a gateway's seq (:meth:`_share_seq`): merge it into ours."""
         try:
-            plantation, gateway = topic[len(self._seq_share_prefix) :].split("/")
-            check_ident(plantation, "plantation id in topic")
-            check_ident(gateway, "gateway id in topic")
+            plantation, gateway = parse_seq_share_topic(self.config.ingest.share_group, topic)
             raw = orjson.loads(payload)
             if not isinstance(raw, dict) or not isinstance(raw.get("seen"), list):
                 raise ValueError('not {"seen": [[first, last], ...]}')

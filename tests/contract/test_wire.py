@@ -20,6 +20,7 @@ from contract import (
     telemetry_subscription,
     telemetry_topic,
 )
+from contract.topics import parse_seq_share_topic, seq_share_subscription, seq_share_topic
 
 
 def _reading(**over: object) -> dict[str, object]:
@@ -115,6 +116,22 @@ def test_topics_round_trip_and_refuse_strangers() -> None:
             parse_topic(bad)
     with pytest.raises(InvalidIdentifier):
         telemetry_topic("a/b", "gw")
+
+
+def test_seq_share_topics_round_trip_and_refuse_strangers() -> None:
+    topic = seq_share_topic("g-1", "hlj-001", "gw-1")
+    assert topic == "farmtel/ingest/v1/g-1/seq/hlj-001/gw-1"
+    assert seq_share_subscription("g-1") == "farmtel/ingest/v1/g-1/seq/+/+"
+    assert parse_seq_share_topic("g-1", topic) == ("hlj-001", "gw-1")
+    for bad, says in [
+        ("farmtel/ingest/v1/g-2/seq/hlj-001/gw-1", "does not start with"),
+        ("farmtel/ingest/v1/g-1/seq/hlj-001/gw-1/x", "is not farmtel/ingest/v1/g-1/seq/"),
+        ("farmtel/ingest/v1/g-1/seq/hlj-001", "is not farmtel/ingest/v1/g-1/seq/"),
+        ("farmtel/ingest/v1/g-1/seq/HLJ/gw-1", "plantation id in topic"),
+        ("farmtel/ingest/v1/g-1/seq/hlj-001/gw 1", "gateway id in topic"),
+    ]:
+        with pytest.raises(ValueError, match=says):
+            parse_seq_share_topic("g-1", bad)
 
 
 def test_receipt_round_trip() -> None:
