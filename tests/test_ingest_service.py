@@ -15,7 +15,13 @@ from contract import Batch, Reading, decode_receipt, encode_batch, receipt_topic
 from devstack.stack import free_port
 from ingest.influx import InfluxQuery, InfluxSettings
 from tests.support.mqtt import TestClient
-from tests.support.procs import farmtel, read_records, wait_until, write_toml
+from tests.support.procs import (
+    farmtel,
+    read_records,
+    started_text_line_simulator,
+    wait_until,
+    write_toml,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -159,17 +165,8 @@ def test_influxdb_down_means_no_ack_and_nothing_lost(
 
 
 def test_agent_keeps_collecting_while_the_broker_is_unreachable(stack: Any, tmp_path: Path) -> None:
-    from tests.support.procs import text_line_simulator
-
-    link = tmp_path / "tty"
-    sim = text_line_simulator(
-        link,
-        tmp_path / "sim.log",
-        ["counter", "temp_c"],
-        rate=50,
-        count=0,
-        record=tmp_path / "sent.jsonl",
-        extra=["--start-delay", "3"],
+    sim, link = started_text_line_simulator(
+        tmp_path, ["counter", "temp_c"], rate=50, count=0, start_delay=3
     )
     port = free_port()
     conf = write_toml(
@@ -188,7 +185,6 @@ def test_agent_keeps_collecting_while_the_broker_is_unreachable(stack: Any, tmp_
             ],
         },
     )
-    wait_until(link.exists, 10, "the simulator pty")
     agent = farmtel("agent", ["agent", "run", "-c", str(conf)], tmp_path / "agent.log")
     try:
         wait_until(

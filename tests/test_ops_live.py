@@ -19,7 +19,12 @@ from devstack.stack import free_port
 from ingest.influx import InfluxQuery, InfluxSettings
 from tests.support.cli_inproc import invoke as run_cli
 from tests.support.mqtt import TestClient
-from tests.support.procs import farmtel, text_line_simulator, wait_until, write_toml
+from tests.support.procs import (
+    farmtel,
+    started_text_line_simulator,
+    wait_until,
+    write_toml,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -54,17 +59,7 @@ def _count(q: InfluxQuery) -> int:
 def test_status_alerts_and_metrics_on_a_running_pipeline(
     stack: Any, influx_db: str, tmp_path: Path
 ) -> None:
-    link = tmp_path / "tty-soil"
-    sim = text_line_simulator(
-        link,
-        tmp_path / "sim.log",
-        COLUMNS,
-        rate=20,
-        count=2000,
-        record=tmp_path / "sent.jsonl",
-        extra=["--start-delay", "1"],
-    )
-    wait_until(link.exists, 10, "simulator pty")
+    sim, link = started_text_line_simulator(tmp_path, COLUMNS, rate=20, count=2000, start_delay=1)
     agent_port, ingest_port = free_port(), free_port()
     gw = write_toml(
         tmp_path / "gateway.toml",

@@ -20,7 +20,13 @@ from contract.topics import telemetry_topic
 from contract.wire import Batch
 from devstack import StackInfo
 from tests.support.mqtt import TestClient
-from tests.support.procs import REPO, Proc, text_line_simulator, wait_until, write_toml
+from tests.support.procs import (
+    REPO,
+    Proc,
+    started_text_line_simulator,
+    wait_until,
+    write_toml,
+)
 
 PLANTATION = "plant-main"
 GATEWAY = "gw-main"
@@ -56,18 +62,8 @@ def write_key(path: Path) -> Ed25519PrivateKey:
 
 def test_signed_batches_without_openssl(stack: StackInfo, tmp_path: Path) -> None:
     key = write_key(tmp_path / "signing.key")
-    link = tmp_path / "tty-soil"
     columns = ["counter", "moisture_pct"]
-    sim = text_line_simulator(
-        link,
-        tmp_path / "sim.log",
-        columns,
-        rate=20,
-        count=20,
-        record=tmp_path / "sent.jsonl",
-        extra=["--start-delay", "2"],
-    )
-    wait_until(link.exists, 10, "the simulator pty")
+    sim, link = started_text_line_simulator(tmp_path, columns, rate=20, count=20, start_delay=2)
     gw = write_toml(
         tmp_path / "gateway.toml",
         {

@@ -14,24 +14,22 @@ import time
 from pathlib import Path
 
 from devstack.stack import free_port
-from tests.support.procs import farmtel, read_records, text_line_simulator, wait_until, write_toml
+from tests.support.procs import (
+    farmtel,
+    read_records,
+    started_text_line_simulator,
+    wait_until,
+    write_toml,
+)
 
 LINES = 40
 
 
 def test_lines_held_by_the_read_window_are_committed_at_a_stop(tmp_path: Path) -> None:
-    link = tmp_path / "tty"
     sent = tmp_path / "sent.jsonl"
-    sim = text_line_simulator(
-        link,
-        tmp_path / "sim.log",
-        ["counter", "temp_c"],
-        rate=50,
-        count=LINES,
-        record=sent,
-        extra=["--start-delay", "3", "--stay"],
+    sim, link = started_text_line_simulator(
+        tmp_path, ["counter", "temp_c"], rate=50, count=LINES, start_delay=3, extra=["--stay"]
     )
-    wait_until(link.exists, 10, "the simulator pty")
     conf = write_toml(
         tmp_path / "gateway.toml",
         {

@@ -26,7 +26,12 @@ from ingest.influx import InfluxQuery, InfluxSettings
 from ingest.service import Ingest
 from tests.security.batches import make_batch, signed
 from tests.security.conftest import GatewayCreds, SecureBroker, Session
-from tests.support.procs import farmtel, text_line_simulator, wait_until, write_toml
+from tests.support.procs import (
+    farmtel,
+    started_text_line_simulator,
+    wait_until,
+    write_toml,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -176,18 +181,8 @@ def test_agent_keeps_rows_when_the_broker_says_not_authorized(
     gets PUBACK 0x87, the agent logs it and keeps the rows in its outbox."""
     b = secure_broker
     creds = b.gateways[0]  # plant-a.gw-1, but configured as plant-b below
-    link = tmp_path / "tty-soil"
     columns = ["counter", "moisture_pct"]
-    sim = text_line_simulator(
-        link,
-        tmp_path / "sim.log",
-        columns,
-        rate=50,
-        count=40,
-        record=tmp_path / "sent.jsonl",
-        extra=["--start-delay", "2"],
-    )
-    wait_until(link.exists, 10, "the simulator pty")
+    sim, link = started_text_line_simulator(tmp_path, columns, rate=50, count=40, start_delay=2)
     state = tmp_path / "agent"
     gw = write_toml(
         tmp_path / "gateway.toml",

@@ -10,24 +10,18 @@ from contract.topics import telemetry_topic
 from contract.wire import Batch
 from tests.agent.test_main_openssl import agent_main, mapped_libraries
 from tests.security.conftest import SecureBroker, Session
-from tests.support.procs import text_line_simulator, wait_until, write_toml
+from tests.support.procs import (
+    started_text_line_simulator,
+    wait_until,
+    write_toml,
+)
 
 
 def test_agent_main_publishes_over_tls(secure_broker: SecureBroker, tmp_path: Path) -> None:
     b = secure_broker
     creds = b.gateways[1]
-    link = tmp_path / "tty-soil"
     columns = ["counter", "moisture_pct"]
-    sim = text_line_simulator(
-        link,
-        tmp_path / "sim.log",
-        columns,
-        rate=20,
-        count=20,
-        record=tmp_path / "sent.jsonl",
-        extra=["--start-delay", "2"],
-    )
-    wait_until(link.exists, 10, "the simulator pty")
+    sim, link = started_text_line_simulator(tmp_path, columns, rate=20, count=20, start_delay=2)
     gw = write_toml(
         tmp_path / "gateway.toml",
         {

@@ -122,6 +122,32 @@ def text_line_simulator(
     return Proc(f"sim:{link.name}", argv, log)
 
 
+def started_text_line_simulator(
+    folder: Path,
+    columns: list[str],
+    rate: float,
+    count: int,
+    start_delay: float,
+    link_name: str = "tty-soil",
+    extra: list[str] | None = None,
+) -> tuple[Proc, Path]:
+    """A :func:`text_line_simulator` whose pty ``folder/link_name`` exists (waited for), with
+    its log in ``folder/sim.log`` and the lines it sent in ``folder/sent.jsonl``; the
+    simulator process and the pty's path."""
+    link = folder / link_name
+    sim = text_line_simulator(
+        link,
+        folder / "sim.log",
+        columns,
+        rate=rate,
+        count=count,
+        record=folder / "sent.jsonl",
+        extra=["--start-delay", str(start_delay), *(extra or [])],
+    )
+    wait_until(link.exists, 10, "the simulator pty")
+    return sim, link
+
+
 def read_records(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
