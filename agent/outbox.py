@@ -10,8 +10,9 @@ its batch is sent again and overwrites itself in InfluxDB (``sync_acks=True`` fo
 Layout of the state next to ``path``:
 
 - ``<path>`` (+ ``-wal``): the database. Readings are keyed by their per-gateway sequence
-  number (``seq``); each row holds one compact JSON record and a CRC-32 of seq + record,
-  checked whenever the row is read for sending. Gaps (declared periods without data) are
+  number (``seq``); each row holds one compact JSON record, the reading's wire form
+  exactly as a batch carries it (seq included), and a CRC-32 of seq + record, checked
+  whenever the row is read for sending. Gaps (declared periods without data) are
   rows of their own, also checksummed.
 - ``<path>.seq``: the sequence high-water mark, made durable before every group is
   committed (the older of two copies overwritten in place, then fdatasync; the file is
@@ -48,6 +49,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import repeat
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, cast
 
@@ -56,6 +59,7 @@ from pydantic import ValidationError
 
 from contract.ids import check_ident
 from contract.wire import (
+    _READING_FIELDS,
     MAX_READINGS_PER_BATCH,
     ClockQuality,
     Gap,
@@ -70,10 +74,24 @@ from contract.wire import (
 
 log = logging.getLogger(__name__)
 
+_Record = tuple[bytes, bytes]
+"""A reading's record before it has a seq: the bytes before the seq and those after it."""
+
 APPLICATION_ID = 0x46544F42
 """``PRAGMA application_id`` of a farmtel outbox ("FTOB"); anything else is a foreign file."""
-SCHEMA_VERSION = 1
-"""``PRAGMA user_version`` of the current layout; another value is treated as foreign."""
+SCHEMA_VERSION = 2
+"""``PRAGMA user_version`` of the current layout; another value is treated as foreign.
+
+Version 2 stores a new reading's record as its wire JSON object (what a batch carries, so a
+batch is its rows' records joined); version 1 stored a JSON array (sensor, field, kind, ts,
+clock, values, cal). Both tables are the same. A version 1 file is opened and marked 2: its
+array records are still read (and checked against the contract), new rows are objects, and
+an older agent then refuses the file instead of taking object records for corrupt ones.
+"""
+READABLE_VERSIONS = (1, 2)
+"""``PRAGMA user_version`` values this agent opens."""
+_OBJECT_RECORD = b'{"sensor":'
+"""How a version 2 record begins (a version 1 record begins with ``[``)."""
 
 DROPPED = -1
 """Returned by :meth:`Outbox.add` for a reading not stored because the outbox is full."""
@@ -84,6 +102,8 @@ LOW_WATER = 0.9
 """After the cap was hit, readings are stored again once the size falls below cap x this."""
 ROW_OVERHEAD = 32
 """Bytes a stored reading costs beyond its record (cell header, rowid, crc, pointer)."""
+ROW_OVERHEAD_WITH_SEQ = ROW_OVERHEAD + 8
+"""... and beyond its record's two parts without the seq that goes between them."""
 WAL_AUTOCHECKPOINT_PAGES = 1000
 """Checkpoint the WAL into the database after this many pages (~4 MiB at 4 KiB pages)."""
 JOURNAL_SIZE_LIMIT = 8 * 2**20
@@ -378,9 +398,10 @@ class Outbox:
             raise _Unusable(f"application_id is {app_id:#x}, not a farmtel outbox")
         else:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version != SCHEMA_VERSION:
+            if version not in READABLE_VERSIONS:
                 raise _Unusable(
-                    f"outbox schema version {version}, this agent reads {SCHEMA_VERSION}"
+                    f"outbox schema version {version}, this agent reads"
+                    f" {' and '.join(map(str, READABLE_VERSIONS))}"
                 )
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if mode != "wal":
@@ -395,6 +416,16 @@ class Outbox:
             if row is None or row[0] != self.gateway:
                 owner = None if row is None else row[0]
                 raise _Unusable(f"outbox belongs to gateway {owner!r}, not {self.gateway!r}")
+            if version != SCHEMA_VERSION:
+                # Its array records stay readable; from now on rows are objects, which an
+                # agent that reads only version 1 must not take for corrupt ones.
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                log.info(
+                    "outbox upgraded path=%s from_version=%d to_version=%d",
+                    self.path,
+                    version,
+                    SCHEMA_VERSION,
+                )
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
         conn.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
@@ -642,30 +673,46 @@ class Outbox:
 
     # --- adding ----------------------------------------------------------------------------
     @staticmethod
-    def _encode(new: NewReading) -> bytes | str:
-        """The stored record of ``new``, or why it is not a valid reading."""
+    def _encode(new: NewReading) -> _Record | str:
+        """The stored record of ``new`` in two parts, before and after its seq (given only
+        when it is committed), or why it is not a valid reading.
+
+        The record is the reading's wire form as ``orjson`` writes it, keys in the contract's
+        order: ``head + b"%d" % seq + tail`` is what :func:`contract.wire.encode_wire_batch`
+        writes for this reading.
+        """
         clock = new.clock.value if isinstance(new.clock, ClockQuality) else new.clock
         # What the scheduler hands in passes the plain checks (no pydantic model per
         # reading, the committer's largest cost); anything else goes through pydantic, which
         # decides and says why. Same record either way.
-        if plain_reading(new.sensor, new.field, new.kind, new.ts, clock, 0, new.values, new.cal):
-            return orjson.dumps(
-                [new.sensor, new.field, new.kind, new.ts, clock, new.values, new.cal]
-            )
-        try:
-            r = Reading(
-                sensor=new.sensor,
-                field=new.field,
-                kind=new.kind,
-                ts=new.ts,
-                clock=new.clock,
-                seq=0,
-                values=new.values,
-                cal=new.cal,
-            )
-        except ValidationError as err:
-            return _first_problem(err)
-        return orjson.dumps([r.sensor, r.field, r.kind, r.ts, r.clock.value, r.values, r.cal])
+        wire = plain_reading(new.sensor, new.field, new.kind, new.ts, clock, 0, new.values, new.cal)
+        if wire is None:
+            try:
+                wire = wire_form(
+                    Reading(
+                        sensor=new.sensor,
+                        field=new.field,
+                        kind=new.kind,
+                        ts=new.ts,
+                        clock=new.clock,
+                        seq=0,
+                        values=new.values,
+                        cal=new.cal,
+                    )
+                )
+            except ValidationError as err:
+                return _first_problem(err)
+        head = orjson.dumps(
+            {
+                "sensor": wire["sensor"],
+                "field": wire["field"],
+                "kind": wire["kind"],
+                "ts": wire["ts"],
+                "clock": wire["clock"],
+            }
+        )
+        tail = orjson.dumps({"values": wire["values"], "cal": wire["cal"]})
+        return head[:-1] + b',"seq":', b"," + tail[1:]
 
     def add(self, readings: Sequence[NewReading]) -> list[int]:
         """Commit a group of readings in one durable transaction; return their seq.
@@ -689,7 +736,7 @@ class Outbox:
             return []
         # Validation is the costly part; it runs before taking the lock.
         encoded = [self._encode(r) for r in readings]
-        recs: list[bytes | None] = []
+        recs: list[_Record | None] = []
         with self._lock:
             self._check_open()
             for i, (new, rec) in enumerate(zip(readings, encoded, strict=True)):
@@ -706,7 +753,7 @@ class Outbox:
                     recs.append(rec)
             return self._add_locked(readings, recs)
 
-    def _add_locked(self, readings: Sequence[NewReading], recs: list[bytes | None]) -> list[int]:
+    def _add_locked(self, readings: Sequence[NewReading], recs: list[_Record | None]) -> list[int]:
         with self._translate("add"):
             used = self._used_bytes()
         full = self._full
@@ -715,14 +762,14 @@ class Outbox:
         release = full and used < self.max_bytes * LOW_WATER
         if release:
             full = False
-        admitted: list[tuple[int, bytes]] = []
+        admitted: list[tuple[int, _Record]] = []
         dropped: list[NewReading] = []
         estimate = used
         for i, rec in enumerate(recs):
             if rec is None:
                 continue
             if not full:
-                estimate += len(rec) + ROW_OVERHEAD
+                estimate += len(rec[0]) + len(rec[1]) + ROW_OVERHEAD_WITH_SEQ
                 if estimate > self.max_bytes:
                     full = True
                     self._full_cause = f"outbox reached its cap of {self.max_bytes} bytes"
@@ -733,7 +780,11 @@ class Outbox:
 
         first = self._next_seq
         rows = [
-            (first + n, rec, _reading_crc(first + n, rec)) for n, (_, rec) in enumerate(admitted)
+            (seq, rec, _reading_crc(seq, rec))
+            for seq, rec in (
+                (first + n, head + b"%d" % (first + n) + tail)
+                for n, (_, (head, tail)) in enumerate(admitted)
+            )
         ]
         if rows:
             # Before the commit: a crash in between burns these seq and never reuses them.
@@ -784,7 +835,7 @@ class Outbox:
         return out
 
     def _add_disk_full(
-        self, readings: Sequence[NewReading], recs: list[bytes | None], err: sqlite3.Error
+        self, readings: Sequence[NewReading], recs: list[_Record | None], err: sqlite3.Error
     ) -> list[int]:
         """The file system refused the group: record it as dropped, as if the cap was hit."""
         self._full_cause = f"disk full ({err})"
@@ -1103,6 +1154,33 @@ class Outbox:
         and match the batch envelope's ``^[A-Za-z0-9_-]{1,64}$``; ``max_readings`` is at most
         5000 and ``max_gaps`` at most 1000 (``ValueError``).
         """
+        readings, _, gaps = self._take(batch_id, max_readings, max_gaps, raw=False)
+        return cast(list[WireReading], readings), gaps
+
+    def next_raw_batch(
+        self, batch_id: str, max_readings: int, max_gaps: int = 100
+    ) -> tuple[int, bytes, list[Gap]]:
+        """:meth:`next_wire_batch` with the readings as one JSON array, ready to go into the
+        batch as it is (``orjson.Fragment``): ``(how many readings, the array, the gaps)``.
+
+        When every row passes its CRC and holds a record this version writes (a wire form,
+        checked against the contract when it was added), the array is the records joined:
+        no record is parsed. Otherwise the rows are decided as :meth:`next_wire_batch` does
+        (records of a version 1 file checked against the contract, corrupt rows replaced by
+        gaps) and the array is their wire forms encoded. Either way the array holds the same
+        bytes for the same readings.
+        """
+        readings, raw, gaps = self._take(batch_id, max_readings, max_gaps, raw=True)
+        if raw is None:
+            return len(readings), orjson.dumps(readings), gaps
+        return len(readings), raw, gaps
+
+    def _take(
+        self, batch_id: str, max_readings: int, max_gaps: int, raw: bool
+    ) -> tuple[list[Any], bytes | None, list[Gap]]:
+        """Assign a new batch (see :meth:`next_wire_batch`): its readings, their records
+        joined into a JSON array if ``raw`` and every row allows it (then the readings are
+        the rows, not parsed), and its gaps."""
         _check_batch_id(batch_id)
         if not 0 <= max_readings <= MAX_READINGS_PER_BATCH:
             raise ValueError(f"max_readings {max_readings} must be 0..{MAX_READINGS_PER_BATCH}")
@@ -1113,27 +1191,38 @@ class Outbox:
             if batch_id in self._batches:
                 raise ValueError(f"batch id {batch_id!r} is already in flight; use a new id")
             with self._translate("next_batch"):
-                decoded, bad = self._decode_readings(
-                    self._conn.execute(
-                        "SELECT seq, rec, crc FROM readings WHERE seq > ? ORDER BY seq LIMIT ?",
-                        (self._cursor, max_readings),
-                    )
-                )
+                rows = self._conn.execute(
+                    "SELECT seq, rec, crc FROM readings WHERE seq > ? ORDER BY seq LIMIT ?",
+                    (self._cursor, max_readings),
+                ).fetchall()
+                joined = _joined_records(rows) if raw else None
                 gap_rows = self._pending_gap_rows(max_gaps)
-                if not decoded and not gap_rows:
-                    return [], []
+                if not rows and not gap_rows:
+                    return [], None, []
+                if joined is not None:
+                    decoded: list[Any] = rows
+                    bad: dict[int, int] = {}
+                    first_seq = rows[0][0] if rows else None
+                    last_seq = rows[-1][0] if rows else None
+                else:
+                    decoded, bad = self._decode_readings(rows)
+                    first_seq = _seq_at(decoded, bad, 0) if decoded else None
+                    last_seq = _seq_at(decoded, bad, len(decoded) - 1) if decoded else None
                 batch = _Batch(
-                    first_seq=_seq_at(decoded, bad, 0) if decoded else None,
-                    last_seq=_seq_at(decoded, bad, len(decoded) - 1) if decoded else None,
+                    first_seq=first_seq,
+                    last_seq=last_seq,
                     gap_ids=[row[0] for row in gap_rows],
                     assigned=time.monotonic(),
                 )
-                readings, gaps = self._load(batch, decoded, bad, gap_rows)
+                if joined is not None:
+                    readings, gaps = decoded, self._load(batch, [], {}, gap_rows)[1]
+                else:
+                    readings, gaps = self._load(batch, decoded, bad, gap_rows)
             self._batches[batch_id] = batch
             self._assigned_gaps.update(batch.gap_ids)
             if batch.last_seq is not None:
                 self._cursor = batch.last_seq
-            return readings, gaps
+            return readings, joined, gaps
 
     def batch_contents(self, batch_id: str) -> tuple[list[Reading], list[Gap]]:
         """:meth:`wire_batch_contents` with the readings as :class:`contract.wire.Reading`."""
@@ -1346,6 +1435,36 @@ _SEQ_BYTES = struct.Struct("<Q").pack
 """``seq.to_bytes(8, "little")`` for 0 <= seq < 2**64, as a function map() can call."""
 
 
+def _joined_records(rows: list[Any]) -> bytes | None:
+    """The records of rows (seq, rec, crc) as one JSON array if every row passes its CRC
+    and holds an object record (what this version writes, checked when it was added), else
+    None: then the rows are decoded and checked (:meth:`Outbox._decode_readings`).
+
+    A record that passes its CRC is byte for byte what :meth:`Outbox.add` wrote, so it is
+    the wire form of a reading the contract accepted: no need to parse it again.
+    """
+    if not rows:
+        return b"[]"
+    crc32 = zlib.crc32
+    try:
+        seqs, recs, crcs = zip(*rows, strict=True)
+        # struct.error for a seq that is not an int in 0..2**64-1 (to_bytes raises then);
+        # TypeError for a record that is not bytes.
+        if list(map(crc32, recs, map(crc32, map(_SEQ_BYTES, seqs)))) != list(crcs):
+            return None
+        if not all(map(bytes.startswith, recs, repeat(_OBJECT_RECORD))):
+            return None
+    except (TypeError, ValueError, struct.error):
+        return None
+    return b"[" + b",".join(recs) + b"]"
+
+
+_WIRE_KEYS = tuple(_READING_FIELDS)
+_SENSORS, _FIELDS, _KINDS, _STAMPS, _CLOCKS, _SEQS, _VALUES, _CALS = map(
+    itemgetter, _READING_FIELDS
+)
+
+
 def _plain_wire_readings(rows: list[Any]) -> list[WireReading | None] | None:
     """The wire forms of rows (seq, rec, crc) if every row passes its CRC and plainly
     passes the contract, else None: then :func:`_decode_rows` decides row by row.
@@ -1353,7 +1472,8 @@ def _plain_wire_readings(rows: list[Any]) -> list[WireReading | None] | None:
     What :func:`_decode_rows` does, a column at a time in C: the CRCs of all rows by one
     ``map`` and one list comparison, each record parsed by ``map(orjson.loads, ...)``, and
     the fields checked by :func:`contract.wire.plain_reading_columns`. The wire dicts are
-    those :func:`contract.wire.plain_reading` builds, keys in the same order.
+    those :func:`contract.wire.plain_reading` builds, keys in the same order. Records are
+    all objects (version 2) or all arrays (version 1); a mix is left to the reference.
     """
     if not rows:
         return []
@@ -1364,8 +1484,12 @@ def _plain_wire_readings(rows: list[Any]) -> list[WireReading | None] | None:
         if list(map(crc32, recs, map(crc32, map(_SEQ_BYTES, seqs)))) != list(crcs):
             return None
         records = list(map(orjson.loads, recs))
-        # TypeError or ValueError unless every record is seven items. A JSON object or text
-        # of seven (keys, characters) would give a str ts, which the column check refuses.
+        kinds_of_record = set(map(type, records))
+        if kinds_of_record == _DICT_ONLY:
+            return _plain_object_records(seqs, records)
+        if kinds_of_record != _LIST_ONLY:
+            return None
+        # ValueError unless every record is seven items.
         sensors, fields, kinds, stamps, clocks, values, cals = zip(*records, strict=True)
     except (TypeError, ValueError, struct.error):  # orjson.JSONDecodeError is a ValueError
         return None
@@ -1389,6 +1513,34 @@ def _plain_wire_readings(rows: list[Any]) -> list[WireReading | None] | None:
     ]
 
 
+_DICT_ONLY = frozenset({dict})
+_LIST_ONLY = frozenset({list})
+
+
+def _plain_object_records(
+    seqs: Sequence[Any], records: list[dict[str, Any]]
+) -> list[WireReading | None] | None:
+    """Object records (version 2) of rows with these seqs, if each has exactly the wire
+    keys in order, its row's seq, and plainly passes the contract; else None."""
+    if set(map(tuple, records)) != {_WIRE_KEYS}:
+        return None
+    stamps = list(map(_SEQS, records))
+    if stamps != list(seqs):
+        return None
+    if not plain_reading_columns(
+        list(map(_SENSORS, records)),
+        list(map(_FIELDS, records)),
+        list(map(_KINDS, records)),
+        list(map(_STAMPS, records)),
+        list(map(_CLOCKS, records)),
+        stamps,
+        list(map(_VALUES, records)),
+        list(map(_CALS, records)),
+    ):
+        return None
+    return cast(list[WireReading | None], records)
+
+
 def _decode_rows(rows: Iterable[Any]) -> tuple[list[WireReading | None], dict[int, int]]:
     """:meth:`Outbox._decode_readings` one row at a time: the reference, and what decides
     every batch that :func:`_plain_wire_readings` is not sure of.
@@ -1409,7 +1561,14 @@ def _decode_rows(rows: Iterable[Any]) -> tuple[list[WireReading | None], dict[in
             append(None)
             continue
         try:
-            sensor, field_, kind, ts, clock, values, cal = loads(rec)
+            record = loads(rec)
+            if type(record) is dict:  # version 2: the wire form, seq included
+                stored_seq = record.get("seq")
+                if tuple(record) != _WIRE_KEYS or type(stored_seq) is not int or stored_seq != seq:
+                    raise ValueError("not this row's wire form")
+                sensor, field_, kind, ts, clock, _, values, cal = record.values()
+            else:  # version 1: an array without the seq
+                sensor, field_, kind, ts, clock, values, cal = record
         except (ValueError, TypeError):
             bad[len(out)] = seq
             append(None)

@@ -4,7 +4,7 @@
 
 1. Not timed: for each gateway, the real agent code builds every batch from its pre-filled
    outbox (``STATE_DIR/<gw>/outbox.sqlite``) exactly as ``Agent._send_batch`` does
-   (``Outbox.next_wire_batch`` -> ``encode_wire_batch``, a new boot id and batch ids), and
+   (``Outbox.next_raw_batch`` -> ``encode_wire_batch``, a new boot id and batch ids), and
    the process prints ``ready <batches> <readings>``.
 2. On a line ``go`` on stdin: one MQTT v5 client per gateway (client id = the gateway id, as
    the agent connects) publishes its batches with QoS 1 on its telemetry topic, keeping at
@@ -51,12 +51,12 @@ def build_batches(path: Path, gateway: str, batch_size: int) -> tuple[list[tuple
     try:
         while True:
             batch_id = uuid.uuid4().hex
-            readings, gaps = outbox.next_wire_batch(batch_id, batch_size)
-            if not readings and not gaps:
+            count, joined, gaps = outbox.next_raw_batch(batch_id, batch_size)
+            if not count and not gaps:
                 return out, readings_total
-            readings_total += len(readings)
+            readings_total += count
             payload = encode_wire_batch(
-                gateway, boot, batch_id, time.time_ns(), readings, gaps, None
+                gateway, boot, batch_id, time.time_ns(), orjson.Fragment(joined), gaps, None
             )
             out.append((batch_id, payload))
     finally:

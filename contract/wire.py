@@ -392,13 +392,14 @@ def encode_wire_batch(
     boot: str,
     batch_id: str,
     sent: int,
-    readings: Sequence[WireReading],
+    readings: Sequence[WireReading] | orjson.Fragment,
     gaps: Sequence[Gap],
     sig: str | None,
 ) -> bytes:
     """The batch of these parts as JSON bytes: what :func:`encode_batch` writes for the
     :class:`Batch` of them. The parts must be valid (wire forms from :func:`plain_reading`
-    or :func:`wire_form`); nothing is checked here."""
+    or :func:`wire_form`, or the JSON array of such wire forms as an ``orjson.Fragment``,
+    which goes in as it is); nothing is checked here."""
     return orjson.dumps(
         {
             "v": SCHEMA_VERSION,
