@@ -43,8 +43,9 @@ class OutboxSettings(Strict):
 
     path: Path | None = None
     """SQLite file; default <state_dir>/outbox.sqlite."""
-    max_bytes: Annotated[int, Field(ge=1_048_576)] = 256 * 1_048_576
-    """Disk cap in bytes. Past it new readings are dropped and declared as an outbox_full gap."""
+    max_bytes: Annotated[int, Field(ge=1_048_576)] = 384 * 1_048_576
+    """Disk cap in bytes; 384 MiB holds ~2 million readings of 3 values (~200 bytes each).
+    Past it new readings are dropped and declared as an outbox_full gap."""
     batch_size: Annotated[int, Field(ge=1, le=5000)] = 500
     """Readings per published batch at most."""
     max_inflight: Annotated[int, Field(ge=1, le=1000)] = 16

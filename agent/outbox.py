@@ -11,7 +11,8 @@ Layout of the state next to ``path``:
 
 - ``<path>`` (+ ``-wal``): the database. Readings are keyed by their per-gateway sequence
   number (``seq``); each row holds one compact JSON record, the reading's wire form
-  exactly as a batch carries it (seq included), and a CRC-32 of seq + record, checked
+  exactly as a batch carries it (seq included; rows a version 1 agent stored are JSON
+  arrays without it, see :data:`SCHEMA_VERSION`), and a CRC-32 of seq + record, checked
   whenever the row is read for sending. Gaps (declared periods without data) are
   rows of their own, also checksummed.
 - ``<path>.seq``: the sequence high-water mark, made durable before every group is
@@ -84,9 +85,12 @@ SCHEMA_VERSION = 2
 
 Version 2 stores a new reading's record as its wire JSON object (what a batch carries, so a
 batch is its rows' records joined); version 1 stored a JSON array (sensor, field, kind, ts,
-clock, values, cal). Both tables are the same. A version 1 file is opened and marked 2: its
+clock, values, cal). Both tables are the same. A version 1 file is opened as it is: its
 array records are still read (and checked against the contract), new rows are objects, and
-an older agent then refuses the file instead of taking object records for corrupt ones.
+the commit that stores the first of them marks the file 2, so an older agent then refuses
+it instead of taking object records for corrupt ones. Until then it is still a version 1
+file (an upgrade rolled back before storing anything leaves the backlog to the older agent),
+and the upgrade writes nothing on open (a full disk does not keep the backlog from going).
 """
 READABLE_VERSIONS = (1, 2)
 """``PRAGMA user_version`` values this agent opens."""
@@ -285,7 +289,7 @@ class Outbox:
         self,
         path: Path,
         gateway: str,
-        max_bytes: int = 256 * 2**20,
+        max_bytes: int = 384 * 2**20,
         *,
         sync_acks: bool = False,
     ):
@@ -328,6 +332,9 @@ class Outbox:
         self._unsaved_gaps: list[Gap] = []
         self._full_cause = f"outbox reached its cap of {max_bytes} bytes"
         self._last_vacuum = 0.0
+        # The version of a file opened in an older format (set by _prepare): the commit that
+        # stores its first object record marks it SCHEMA_VERSION.
+        self._upgrade_from: int | None = None
         self._closed = False
 
         if not self.path.parent.is_dir():
@@ -389,6 +396,7 @@ class Outbox:
     def _prepare(self, conn: sqlite3.Connection) -> None:
         # Exclusive before the first access: the file stays locked while we run and WAL
         # needs no shared-memory index.
+        self._upgrade_from = None
         conn.execute("PRAGMA locking_mode=EXCLUSIVE")
         app_id = conn.execute("PRAGMA application_id").fetchone()[0]
         tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
@@ -417,15 +425,10 @@ class Outbox:
                 owner = None if row is None else row[0]
                 raise _Unusable(f"outbox belongs to gateway {owner!r}, not {self.gateway!r}")
             if version != SCHEMA_VERSION:
-                # Its array records stay readable; from now on rows are objects, which an
-                # agent that reads only version 1 must not take for corrupt ones.
-                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-                log.info(
-                    "outbox upgraded path=%s from_version=%d to_version=%d",
-                    self.path,
-                    version,
-                    SCHEMA_VERSION,
-                )
+                # Its array records stay readable; new rows are objects, which an agent that
+                # reads only version 1 must not take for corrupt ones: the commit that stores
+                # the first of them marks the file (_add_locked), not this open.
+                self._upgrade_from = version
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
         conn.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
@@ -796,6 +799,9 @@ class Outbox:
                         new_gaps = self._store_drops(conn, self._drops)
                         if release:
                             self._close_open_gaps(conn)
+                        if rows and self._upgrade_from is not None:
+                            # With its first object records, in the same transaction.
+                            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
                         conn.executemany(
                             "INSERT INTO readings (seq, rec, crc) VALUES (?, ?, ?)", rows
                         )
@@ -815,6 +821,14 @@ class Outbox:
             raise
         if release:
             log.warning("outbox has room again; outbox_full gaps closed path=%s", self.path)
+        if rows and self._upgrade_from is not None:
+            log.info(
+                "outbox upgraded path=%s from_version=%d to_version=%d",
+                self.path,
+                self._upgrade_from,
+                SCHEMA_VERSION,
+            )
+            self._upgrade_from = None
         self._next_seq = first + len(rows)
         self._n_readings += len(rows)
         self._n_gaps += new_gaps

@@ -2,6 +2,7 @@
 records joined (Outbox.next_raw_batch); a version 1 file (array records) still opens, is
 read and checked as before, and is marked 2 so an older agent refuses it."""
 
+import logging
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -148,8 +149,9 @@ def test_a_version_1_file_is_read_and_marked_2(tmp_path: Path) -> None:
 
     ob = Outbox(path, GW)
     assert ob.recovered_from is None
-    assert ob._conn.execute("PRAGMA user_version").fetchone()[0] == 2  # the file is locked
+    assert ob._conn.execute("PRAGMA user_version").fetchone()[0] == 1  # the file is locked
     assert ob.add([new(i) for i in range(10, 15)]) == list(range(10, 15))
+    assert ob._conn.execute("PRAGMA user_version").fetchone()[0] == 2
     count, raw, gaps = ob.next_raw_batch("b1", 500)
     readings = orjson.loads(raw)
     assert count == 14
@@ -157,6 +159,38 @@ def test_a_version_1_file_is_read_and_marked_2(tmp_path: Path) -> None:
     assert readings[:3] == old[:3] and readings[3:9] == old[4:]
     assert all(list(r) == list(_READING_FIELDS) for r in readings)
     assert [(g.reason, g.seq, g.count) for g in gaps] == [("storage_corrupt", 3, 1)]
+    ob.close()
+    assert user_version(path) == 2
+
+
+def test_a_version_1_file_is_marked_2_by_the_commit_of_its_first_object_record(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Until it holds an object record the file stays one version 1 reads: an agent that
+    opens it, sends and stops (an upgrade rolled back before it stored anything) leaves the
+    backlog to the older agent instead of having it moved aside. A commit that fails (disk
+    full) takes the mark back with its rows."""
+    caplog.set_level(logging.INFO, logger="agent.outbox")
+    path = tmp_path / "outbox.sqlite"
+    _make_version_1(path, 10)
+    ob = Outbox(path, GW)
+    count, _, _ = ob.next_raw_batch("b1", 4)
+    assert count == 4 and ob.ack("b1") == 4
+    ob.close()
+    assert user_version(path) == 1
+    assert "outbox upgraded" not in caplog.text
+
+    ob = Outbox(path, GW)
+    pages = ob._conn.execute("PRAGMA page_count").fetchone()[0]
+    ob._conn.execute(f"PRAGMA max_page_count = {pages}")  # SQLITE_FULL, as on a full disk
+    assert ob.add([new(i) for i in range(10, 400)]) == [outbox_mod.DROPPED] * 390
+    assert ob._conn.execute("PRAGMA user_version").fetchone()[0] == 1  # rolled back with it
+    ob._conn.execute("PRAGMA max_page_count = 1000000")
+    assert ob.add([new(400)]) == [10]
+    assert ob._conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert caplog.text.count("outbox upgraded") == 1
+    assert ob.add([new(401)]) == [11]
+    assert caplog.text.count("outbox upgraded") == 1
     ob.close()
     assert user_version(path) == 2
 
