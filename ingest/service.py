@@ -79,6 +79,12 @@ class Inbound:
     qos: int
     topic: str
     payload: bytes
+    arrival: int = 0
+    """The order paho handed it over in: PUBACKs go out in this order (MQTT 4.6)."""
+
+
+def _arrival(item: "Decoded | Inbound") -> int:
+    return item.arrival if isinstance(item, Inbound) else item.msg.arrival
 
 
 @dataclass(slots=True)
@@ -141,7 +147,12 @@ class Ingest:
         # one write on about one core). Each writer acks and receipts its messages after its
         # write, in the order the decoder handed the groups over (a ticket each). One decoded
         # group waits between them at most: memory stays ~(write_concurrency + 2) writes.
-        self._decoded: queue.Queue[tuple[int, list[Decoded]]] = queue.Queue(maxsize=1)
+        # A group is (ticket, decoded messages, messages the decoder dead-lettered).
+        self._decoded: queue.Queue[tuple[int, list[Decoded], list[Inbound]]] = queue.Queue(
+            maxsize=1
+        )
+        self._arrivals = 0
+        """Messages paho handed over so far (its network thread counts them)."""
         self._tickets = 0
         """Groups handed to the writers so far (the decoder thread counts them)."""
         self._turn = 0
@@ -196,7 +207,8 @@ class Ingest:
                     "the broker redelivers messages not acked before (MQTT DUP), e.g. after a "
                     "restart; they are stored again idempotently"
                 )
-        self.inbox.put(Inbound(msg.mid, msg.qos, msg.topic, bytes(msg.payload)))
+        self._arrivals += 1
+        self.inbox.put(Inbound(msg.mid, msg.qos, msg.topic, bytes(msg.payload), self._arrivals))
 
     def _merge_seq(self, topic: str, payload: bytes) -> None:
         """The share group's view of a gateway's seq (:meth:`_share_seq`): merge it into ours."""
@@ -294,12 +306,13 @@ class Ingest:
             return None
 
     def _dead_letter(self, msg: Inbound, reason: str) -> None:
+        """Keep ``msg`` in the dead-letter store and tell its gateway. It is settled then,
+        but acked only in its turn (:meth:`_in_turn`), after the messages before it."""
         self.dead.put(msg.topic, msg.payload, reason)
         self._count("dead_letters")  # from the decoder and the writers
         log.warning(
             "dead letter topic=%.200s size=%d reason=%s", msg.topic, len(msg.payload), reason
         )
-        self._ack(msg)
         # Tell the gateway, if we can tell which batch it was, so it stops resending it.
         try:
             parts = parse_topic(msg.topic)
@@ -325,10 +338,12 @@ class Ingest:
             if not msgs:
                 continue
             self.counters["messages"] += len(msgs)
-            decoded = [d for d in map(self._decode, msgs) if d is not None]
-            while decoded and not self.stop_event.is_set():
+            results = list(map(self._decode, msgs))
+            decoded = [d for d in results if d is not None]
+            dead = [m for m, d in zip(msgs, results, strict=True) if d is None]
+            while (decoded or dead) and not self.stop_event.is_set():
                 try:
-                    self._decoded.put((self._tickets, decoded), timeout=0.5)
+                    self._decoded.put((self._tickets, decoded, dead), timeout=0.5)
                     self._tickets += 1
                     break
                 except queue.Full:  # the writers are still busy (or InfluxDB is down)
@@ -340,33 +355,32 @@ class Ingest:
         """Store what the decoder hands over; after a stop, what is left queued."""
         while True:
             try:
-                ticket, items = self._decoded.get(timeout=0.5)
+                ticket, items, settled = self._decoded.get(timeout=0.5)
             except queue.Empty:
                 if self.stop_event.is_set() and not self._worker.is_alive():
                     return
                 continue
             stored: list[Decoded] = []
             try:
-                stored = self._write(items)
+                stored = self._write(items, settled)
             except Exception:
                 # Not acked: the broker redelivers them after a restart. Keep writing the rest.
                 log.exception("storing %d message(s) failed; they stay unacked", len(items))
             finally:
-                self._in_turn(ticket, stored)
+                self._in_turn(ticket, stored, settled)
 
-    def _in_turn(self, ticket: int, stored: list[Decoded]) -> None:
-        """Ack and receipt ``stored`` once every earlier group is done: stored messages are
-        acked in the order they came in (MQTT wants PUBACKs in order), whichever write ends
-        first. (A dead-lettered message is acked when it is dead-lettered, as before.)
-        """
+    def _in_turn(self, ticket: int, stored: list[Decoded], settled: list[Inbound]) -> None:
+        """Once every earlier group is done, ack ``stored`` (with their receipts) and the
+        dead-lettered ``settled``, all in the order they came in (MQTT wants PUBACKs in
+        order), whichever write ends first."""
         with self._turn_changed:
             while self._turn != ticket:
                 self._turn_changed.wait()
             try:
-                if stored:
-                    self._acknowledge(stored)
+                if stored or settled:
+                    self._acknowledge(stored, settled)
             except Exception:
-                log.exception("acking %d stored message(s) failed", len(stored))
+                log.exception("acking %d message(s) failed", len(stored) + len(settled))
             finally:
                 self._turn += 1
                 self._turn_changed.notify_all()
@@ -375,13 +389,15 @@ class Ingest:
         with self._count_lock:
             self.counters[name] += 1
 
-    def _write(self, items: list[Decoded]) -> list[Decoded]:
+    def _write(self, items: list[Decoded], settled: list[Inbound]) -> list[Decoded]:
         """Write the lines of ``items`` to InfluxDB; return those stored (not yet acked).
 
         Retries while InfluxDB is unavailable (nothing stored if the ingest stops first);
         if InfluxDB refuses the write, each message is written on its own and the one it
-        refuses is dead-lettered (and acked at once: it is settled).
+        refuses is dead-lettered and added to ``settled`` (acked in its turn).
         """
+        if not items:
+            return []
         body = "\n".join(chain.from_iterable(d.lines for d in items)).encode()
         backoff = 0.2
         while True:
@@ -400,14 +416,20 @@ class Ingest:
                 self._count("write_errors")
                 if len(items) > 1:
                     # Find the message InfluxDB refuses; the others go in on their own.
-                    return [d for item in items for d in self._write([item])]
+                    return [d for item in items for d in self._write([item], settled)]
                 self._dead_letter(items[0].msg, f"InfluxDB refused the points: {err}")
+                settled.append(items[0].msg)
                 return []
 
-    def _acknowledge(self, items: list[Decoded]) -> None:
-        """Ack, receipt and count stored messages (in turn: see :meth:`_in_turn`)."""
+    def _acknowledge(self, stored: list[Decoded], settled: list[Inbound]) -> None:
+        """Ack, receipt and count stored messages and ack the dead-lettered ones, in the
+        order they came in (in turn: see :meth:`_in_turn`)."""
         shared: dict[tuple[str, str], list[list[int]]] = {}
-        for d in items:
+        in_order: list[Decoded | Inbound] = [*stored, *settled]
+        for d in sorted(in_order, key=_arrival):
+            if isinstance(d, Inbound):  # dead-lettered: its receipt went out already
+                self._ack(d)
+                continue
             self._ack(d.msg)
             receipt = Receipt(
                 batch=d.batch.batch,

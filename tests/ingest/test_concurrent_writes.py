@@ -1,5 +1,6 @@
 """Several InfluxDB writes in flight in one ingest ([ingest] write_concurrency): stored
-messages are still acked and receipted after their write, in the order they came in.
+messages are still acked and receipted after their write, and dead-lettered ones after the
+messages before them: every PUBACK in the order the messages came in.
 
 The writer here is a fault injector (a write that waits for a later one, a write that
 fails); the broker side is a recorder of paho's ack and publish calls. The real path,
@@ -18,7 +19,7 @@ import pytest
 
 from contract import Batch, Reading, decode_receipt, encode_batch, telemetry_topic
 from ingest.config import IngestConfig
-from ingest.influx import InfluxUnavailable
+from ingest.influx import InfluxRejected, InfluxUnavailable
 from ingest.mapping import plain_batch_lines
 from ingest.service import Decoded, Inbound, Ingest
 
@@ -88,7 +89,7 @@ def _decoded(mid: int, batch_id: str, seq: int) -> Decoded:
     payload = encode_batch(batch)
     plain = plain_batch_lines(P, G, payload, 0, now + 10**12)
     assert plain is not None
-    return Decoded(Inbound(mid, 1, telemetry_topic(P, G), payload), P, plain, plain.lines)
+    return Decoded(Inbound(mid, 1, telemetry_topic(P, G), payload, mid), P, plain, plain.lines)
 
 
 def _ingest(tmp_path: Path, writer: _Writer, concurrency: int) -> tuple[Ingest, _Recorder]:
@@ -112,7 +113,7 @@ def _run(ingest: Ingest, groups: list[list[Decoded]]) -> None:
     for writer in ingest._writer_threads:
         writer.start()
     for group in groups:
-        ingest._decoded.put((ingest._tickets, group), timeout=WAIT)
+        ingest._decoded.put((ingest._tickets, group, []), timeout=WAIT)
         ingest._tickets += 1
     deadline = time.monotonic() + WAIT
     while ingest._turn < len(groups) and time.monotonic() < deadline:
@@ -199,8 +200,8 @@ def test_a_stop_while_influxdb_is_down_acks_only_what_was_stored(tmp_path: Path)
     ingest, recorder = _ingest(tmp_path, writer, concurrency=2)
     for thread in ingest._writer_threads:
         thread.start()
-    ingest._decoded.put((0, [_decoded(1, "b-held", 0)]), timeout=WAIT)
-    ingest._decoded.put((1, [_decoded(2, "b-2", 1)]), timeout=WAIT)
+    ingest._decoded.put((0, [_decoded(1, "b-held", 0)], []), timeout=WAIT)
+    ingest._decoded.put((1, [_decoded(2, "b-2", 1)], []), timeout=WAIT)
     ingest._tickets = 2
     deadline = time.monotonic() + WAIT
     while ingest.counters["write_retries"] < 2 and time.monotonic() < deadline:
@@ -221,3 +222,71 @@ def test_a_stop_while_influxdb_is_down_acks_only_what_was_stored(tmp_path: Path)
 def test_write_concurrency_out_of_range_is_refused(tmp_path: Path, value: int) -> None:
     with pytest.raises(ValueError, match="write_concurrency"):
         IngestConfig.model_validate({"ingest": {"write_concurrency": value}})
+
+
+def _bad(mid: int, batch_id: str) -> Inbound:
+    """A telemetry message the decoder dead-letters (no readings key), naming its batch."""
+    payload = b'{"v":1,"gateway":"%s","batch":"%s"}' % (G.encode(), batch_id.encode())
+    return Inbound(mid, 1, telemetry_topic(P, G), payload, mid)
+
+
+def test_a_rejected_message_is_acked_in_its_place(tmp_path: Path) -> None:
+    """InfluxDB refuses one message of a write: it is dead-lettered, and acked between the
+    stored ones before and after it, not ahead of them."""
+
+    def script(_n: int, body: bytes) -> None:
+        if b"seq=1i" in body:
+            raise InfluxRejected("injected: partial write: field type conflict")
+
+    writer = _Writer(script)
+    ingest, recorder = _ingest(tmp_path, writer, concurrency=2)
+    _run(ingest, [[_decoded(1, "b-1", 0), _decoded(2, "b-2", 1), _decoded(3, "b-3", 2)]])
+    assert recorder.acks() == [1, 2, 3]
+    assert [c for c in recorder.calls if c[0] == "receipt"] == [
+        ("receipt", "b-2"),  # dead-lettered: told at once, acked in turn
+        ("receipt", "b-1"),
+        ("receipt", "b-3"),
+    ]
+    assert ingest.counters["dead_letters"] == 1
+    assert ingest.counters["batches_stored"] == 2
+
+
+def test_a_message_the_decoder_dead_letters_waits_for_the_writes_before_it(
+    tmp_path: Path,
+) -> None:
+    """The decoder dead-letters message 3 while the write of message 1 is still in flight
+    and message 2 is stored: 3 is acked after both, in arrival order, by the real decoder."""
+    release = threading.Event()
+
+    def script(n: int, _body: bytes) -> None:
+        if n == 0:
+            assert release.wait(WAIT), "the test never released the first write"
+
+    writer = _Writer(script)
+    ingest, recorder = _ingest(tmp_path, writer, concurrency=2)
+    ingest.config.ingest.write_max_wait = 0.001  # message 1 alone in its group
+    for thread in [ingest._worker, *ingest._writer_threads]:
+        thread.start()
+    ingest.inbox.put(_decoded(1, "b-1", 0).msg)
+    deadline = time.monotonic() + WAIT
+    while not writer.started and time.monotonic() < deadline:
+        time.sleep(0.01)
+    ingest.inbox.put(_decoded(2, "b-2", 1).msg)
+    ingest.inbox.put(_bad(3, "b-bad"))
+    while ingest.counters["dead_letters"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    while len(writer.started) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert ingest.counters["dead_letters"] == 1
+    assert ("receipt", "b-bad") in recorder.calls  # the gateway is told at once
+    assert recorder.acks() == []  # ... but nothing is acked ahead of message 1
+    release.set()
+    while len(recorder.acks()) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    ingest.stop_event.set()
+    for thread in [ingest._worker, *ingest._writer_threads]:
+        thread.join(WAIT)
+        assert not thread.is_alive()
+    ingest.dead.close()
+    assert recorder.acks() == [1, 2, 3]
+    assert ingest.counters["batches_stored"] == 2
