@@ -298,7 +298,8 @@ def test_column_read_decides_like_the_reference(recs: list[bytes], corrupt: set[
             assert not any(math.isnan(v) for v in r["values"].values())
 
 
-def test_next_wire_batch_replaces_a_corrupt_row_in_a_full_batch(tmp_path: Path) -> None:
+@pytest.mark.parametrize("raw", [False, True], ids=["next_wire_batch", "next_raw_batch"])
+def test_a_corrupt_row_in_a_full_batch_is_replaced_by_a_gap(tmp_path: Path, raw: bool) -> None:
     path = tmp_path / "outbox.sqlite"
     ob = Outbox(path, GW)
     ob.add(
@@ -315,12 +316,20 @@ def test_next_wire_batch_replaces_a_corrupt_row_in_a_full_batch(tmp_path: Path) 
     conn.close()
 
     ob = Outbox(path, GW)
-    readings, gaps = ob.next_wire_batch("b1", 500)
     want = [r for r in reference(rows)[0] if r["seq"] != 250]
+    if raw:  # the join is refused; the rows are decided as next_wire_batch does
+        count, joined, gaps = ob.next_raw_batch("b1", 500)
+        assert count == 499
+        assert joined == orjson.dumps(want)
+        readings = orjson.loads(joined)
+    else:
+        readings, gaps = ob.next_wire_batch("b1", 500)
     assert readings == want
     assert [(g.reason, g.seq, g.count) for g in gaps] == [("storage_corrupt", 250, 1)]
     assert (gaps[0].start, gaps[0].end) == (T0 + 249, T0 + 251)
     assert ob.wire_batch_contents("b1") == (readings, gaps)
+    assert ob.ack("b1") == 499 + 1
+    assert ob.depth().readings == 0
     ob.close()
 
 
