@@ -992,8 +992,11 @@ class Outbox:
         """Each row's wire form, or None where the row fails its checksum or the contract;
         and the seq of each row that failed, by its index.
 
-        ``rows`` are (seq, rec, crc). Validated again on the way out: a record that passes
-        its CRC but not the contract would make ingest dead-letter the whole batch.
+        ``rows`` are (seq, rec, crc). Each record is checked against the contract again: a
+        record that passes its CRC but not the contract would make ingest dead-letter the
+        whole batch. (:meth:`Outbox.next_raw_batch` skips this for rows that pass their CRC
+        and hold this version's object records, checked when they were added; it comes here
+        for anything else, e.g. a version 1 file's array records.)
 
         A batch is checked a column at a time first (:func:`_plain_wire_readings`), which
         costs less per reading than one row at a time (and than decoding each row as the
