@@ -1216,30 +1216,30 @@ class Outbox:
                 gap_rows = self._pending_gap_rows(max_gaps)
                 if not rows and not gap_rows:
                     return [], None, []
-                if joined is not None:
-                    decoded: list[Any] = rows
-                    bad: dict[int, int] = {}
-                    first_seq = rows[0][0] if rows else None
-                    last_seq = rows[-1][0] if rows else None
+                decoded: list[WireReading | None] = []
+                bad: dict[int, int] = {}
+                first_seq = last_seq = None
+                if joined is not None:  # every row intact: none to decode, none bad
+                    if rows:
+                        first_seq, last_seq = rows[0][0], rows[-1][0]
                 else:
                     decoded, bad = self._decode_readings(rows)
-                    first_seq = _seq_at(decoded, bad, 0) if decoded else None
-                    last_seq = _seq_at(decoded, bad, len(decoded) - 1) if decoded else None
+                    if decoded:
+                        first_seq = _seq_at(decoded, bad, 0)
+                        last_seq = _seq_at(decoded, bad, len(decoded) - 1)
                 batch = _Batch(
                     first_seq=first_seq,
                     last_seq=last_seq,
                     gap_ids=[row[0] for row in gap_rows],
                     assigned=time.monotonic(),
                 )
-                if joined is not None:
-                    readings, gaps = decoded, self._load(batch, [], {}, gap_rows)[1]
-                else:
-                    readings, gaps = self._load(batch, decoded, bad, gap_rows)
+                readings, gaps = self._load(batch, decoded, bad, gap_rows)
             self._batches[batch_id] = batch
             self._assigned_gaps.update(batch.gap_ids)
             if batch.last_seq is not None:
                 self._cursor = batch.last_seq
-            return readings, joined, gaps
+            # Joined: the readings handed back are the rows (only their number is used).
+            return (rows if joined is not None else readings), joined, gaps
 
     def batch_contents(self, batch_id: str) -> tuple[list[Reading], list[Gap]]:
         """:meth:`wire_batch_contents` with the readings as :class:`contract.wire.Reading`."""
@@ -1452,9 +1452,24 @@ _SEQ_BYTES = struct.Struct("<Q").pack
 """``seq.to_bytes(8, "little")`` for 0 <= seq < 2**64, as a function map() can call."""
 
 
+def _intact_columns(rows: list[Any]) -> tuple[Sequence[Any], Sequence[Any]] | None:
+    """The seqs and records of (non-empty) rows (seq, rec, crc) if every row passes its
+    CRC, else None; all CRCs by one ``map`` and one list comparison.
+
+    Raises ValueError unless every row has three parts, ``struct.error`` for a seq that is
+    not an int in 0..2**64-1 (``to_bytes`` raises then), TypeError for a record that is not
+    bytes: the callers leave such rows to :func:`_decode_rows`, which says what is wrong.
+    """
+    crc32 = zlib.crc32
+    seqs, recs, crcs = zip(*rows, strict=True)
+    if list(map(crc32, recs, map(crc32, map(_SEQ_BYTES, seqs)))) != list(crcs):
+        return None
+    return seqs, recs
+
+
 def _joined_records(rows: list[Any]) -> bytes | None:
-    """The records of rows (seq, rec, crc) as one JSON array if every row passes its CRC
-    and holds an object record (what this version writes, checked when it was added), else
+    """The records of rows (seq, rec, crc) as one JSON array if every row holds an object
+    record (what this version writes, checked when it was added) and passes its CRC, else
     None: then the rows are decoded and checked (:meth:`Outbox._decode_readings`).
 
     A record that passes its CRC is byte for byte what :meth:`Outbox.add` wrote, so it is
@@ -1462,18 +1477,15 @@ def _joined_records(rows: list[Any]) -> bytes | None:
     """
     if not rows:
         return b"[]"
-    crc32 = zlib.crc32
     try:
-        seqs, recs, crcs = zip(*rows, strict=True)
-        # struct.error for a seq that is not an int in 0..2**64-1 (to_bytes raises then);
-        # TypeError for a record that is not bytes.
-        if list(map(crc32, recs, map(crc32, map(_SEQ_BYTES, seqs)))) != list(crcs):
+        # The cheap test first: a version 1 file's array records go to the decoder without
+        # their CRCs computed here as well.
+        if not all(map(bytes.startswith, (row[1] for row in rows), repeat(_OBJECT_RECORD))):
             return None
-        if not all(map(bytes.startswith, recs, repeat(_OBJECT_RECORD))):
-            return None
-    except (TypeError, ValueError, struct.error):
+        intact = _intact_columns(rows)
+    except (TypeError, ValueError, IndexError, struct.error):
         return None
-    return b"[" + b",".join(recs) + b"]"
+    return None if intact is None else b"[" + b",".join(intact[1]) + b"]"
 
 
 _WIRE_KEYS = tuple(_READING_FIELDS)
@@ -1494,12 +1506,11 @@ def _plain_wire_readings(rows: list[Any]) -> list[WireReading | None] | None:
     """
     if not rows:
         return []
-    crc32 = zlib.crc32
     try:
-        seqs, recs, crcs = zip(*rows, strict=True)
-        # struct.error for a seq that is not an int in 0..2**64-1 (to_bytes raises then).
-        if list(map(crc32, recs, map(crc32, map(_SEQ_BYTES, seqs)))) != list(crcs):
+        intact = _intact_columns(rows)
+        if intact is None:
             return None
+        seqs, recs = intact
         records = list(map(orjson.loads, recs))
         kinds_of_record = set(map(type, records))
         if kinds_of_record == _DICT_ONLY:
@@ -1541,8 +1552,8 @@ def _plain_object_records(
     keys in order, its row's seq, and plainly passes the contract; else None."""
     if set(map(tuple, records)) != {_WIRE_KEYS}:
         return None
-    stamps = list(map(_SEQS, records))
-    if stamps != list(seqs):
+    stored_seqs = list(map(_SEQS, records))
+    if stored_seqs != list(seqs):
         return None
     if not plain_reading_columns(
         list(map(_SENSORS, records)),
@@ -1550,7 +1561,7 @@ def _plain_object_records(
         list(map(_KINDS, records)),
         list(map(_STAMPS, records)),
         list(map(_CLOCKS, records)),
-        stamps,
+        stored_seqs,
         list(map(_VALUES, records)),
         list(map(_CALS, records)),
     ):
