@@ -20,6 +20,7 @@ def agent_samples(agent: Agent) -> list[Sample]:
         ("farmtel_agent_outbox_gaps", "gauge", float(depth.gaps), labels),
         ("farmtel_agent_outbox_bytes", "gauge", float(depth.bytes), labels),
         ("farmtel_agent_inflight_batches", "gauge", float(depth.inflight_batches), labels),
+        ("farmtel_agent_batch_limit", "gauge", float(agent.batch_limit.now), labels),
         (
             "farmtel_agent_mqtt_connected",
             "gauge",

@@ -95,6 +95,18 @@ and the upgrade writes nothing on open (a full disk does not keep the backlog fr
 READABLE_VERSIONS = (1, 2)
 """``PRAGMA user_version`` values this agent opens."""
 _OBJECT_RECORD = b'{"sensor":'
+
+BATCH_READINGS_BYTES = 640 * 1024
+"""A new batch takes readings only while their records add up to at most this many bytes
+(each counted with :data:`_RECORD_OVERHEAD` more), and at least one. The rest of the
+contract's 1 MiB (``MAX_BATCH_BYTES``, which the broker enforces too with
+``max_packet_size``) is left to the envelope and up to 100 gaps of up to 3 KB each: readings
+with many values never make a batch that neither the broker nor the ingest would take. At
+~200 bytes a reading this cuts nothing below ~2,300 readings."""
+
+_RECORD_OVERHEAD = 80
+"""Bytes a record may grow by in the batch: the comma, and the keys that a version 1
+record (a JSON array) gets back when it is decoded (``"sensor":`` ... ``"cal":``, 60)."""
 """How a version 2 record begins (a version 1 record begins with ``[``)."""
 
 DROPPED = -1
@@ -1208,10 +1220,12 @@ class Outbox:
             if batch_id in self._batches:
                 raise ValueError(f"batch id {batch_id!r} is already in flight; use a new id")
             with self._translate("next_batch"):
-                rows = self._conn.execute(
-                    "SELECT seq, rec, crc FROM readings WHERE seq > ? ORDER BY seq LIMIT ?",
-                    (self._cursor, max_readings),
-                ).fetchall()
+                rows = _within_byte_budget(
+                    self._conn.execute(
+                        "SELECT seq, rec, crc FROM readings WHERE seq > ? ORDER BY seq LIMIT ?",
+                        (self._cursor, max_readings),
+                    ).fetchall()
+                )
                 joined = _joined_records(rows) if raw else None
                 gap_rows = self._pending_gap_rows(max_gaps)
                 if not rows and not gap_rows:
@@ -1312,6 +1326,18 @@ class Outbox:
                 for name, b in self._batches.items()
                 if t - (b.assigned if b.last_sent is None else b.last_sent) > older_than_s
             ]
+
+    def has_unassigned_readings(self) -> bool:
+        """Whether readings wait that no batch in flight holds: after a batch shorter than
+        asked for, False means it took every one there was, True that the byte budget
+        (:data:`BATCH_READINGS_BYTES`) cut it short."""
+        with self._lock:
+            self._check_open()
+            with self._translate("has_unassigned_readings"):
+                row = self._conn.execute(
+                    "SELECT 1 FROM readings WHERE seq > ? LIMIT 1", (self._cursor,)
+                ).fetchone()
+            return row is not None
 
     def inflight_batches(self) -> int:
         """Batches assigned by next_batch() and not acked."""
@@ -1465,6 +1491,29 @@ def _intact_columns(rows: list[Any]) -> tuple[Sequence[Any], Sequence[Any]] | No
     if list(map(crc32, recs, map(crc32, map(_SEQ_BYTES, seqs)))) != list(crcs):
         return None
     return seqs, recs
+
+
+_REC = itemgetter(1)
+
+
+def _within_byte_budget(rows: list[Any]) -> list[Any]:
+    """The first of ``rows`` (seq, rec, crc) whose records fit :data:`BATCH_READINGS_BYTES`,
+    at least one; all of them in one C-level sum when they fit, as they do unless readings
+    carry many values. A record that is not bytes (a corrupt row) counts as empty: the
+    decoder replaces it by a gap."""
+    budget = BATCH_READINGS_BYTES
+    try:
+        if sum(map(len, map(_REC, rows))) + _RECORD_OVERHEAD * len(rows) <= budget:
+            return rows
+    except TypeError:
+        pass
+    size = 0
+    for i, row in enumerate(rows):
+        rec = row[1]
+        size += (len(rec) if isinstance(rec, bytes | str) else 0) + _RECORD_OVERHEAD
+        if size > budget and i > 0:
+            return rows[:i]
+    return rows
 
 
 def _joined_records(rows: list[Any]) -> bytes | None:

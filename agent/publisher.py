@@ -36,6 +36,7 @@ class Publisher:
         on_receipt: Callable[[Receipt], None],
         on_publish_failed: Callable[[str, str], None],
         on_puback: Callable[[str], None] | None = None,
+        on_connection_lost: Callable[[], None] | None = None,
     ):
         self.settings = settings
         self.telemetry = telemetry_topic(plantation, gateway)
@@ -44,6 +45,7 @@ class Publisher:
         self._on_receipt = on_receipt
         self._on_publish_failed = on_publish_failed
         self._on_puback = on_puback
+        self._on_connection_lost = on_connection_lost
         self._lock = threading.Lock()
         self._mid_to_batch: dict[int, str] = {}
         self._early: dict[int, Any] = {}
@@ -103,6 +105,8 @@ class Publisher:
             self.disconnects += 1
             self.last_error = f"disconnected: {reason_text(rc)}"
             log.warning("mqtt disconnected reason=%s", reason_text(rc))
+            if self._on_connection_lost is not None:
+                self._on_connection_lost()
 
     def _message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         if msg.topic != self.receipts:

@@ -39,6 +39,45 @@ SENDER_TICK_S = 0.5
 """The sender looks for overdue batches at least this often (seconds)."""
 RELEASE_AFTER_S = 5
 """Seconds after start when the memory freed by start-up is handed back (agent/memory.py)."""
+MIN_BATCH_AFTER_LOSS = 100
+"""New batches shrink no further than this (or ``batch_size``, if smaller) after lost
+connections; see :class:`BatchLimit`."""
+GROW_AFTER_RECEIPTS = 4
+"""Receipts in a row, with no connection lost, after which new batches may be twice as big."""
+
+
+class BatchLimit:
+    """How many readings a new batch may take: ``[outbox] batch_size``, less on a poor link.
+
+    A connection lost while batches are in flight halves it, down to
+    :data:`MIN_BATCH_AFTER_LOSS`: over a link that drops every minute, a batch that takes
+    longer than that to send would be sent again and again and never get through. Every
+    :data:`GROW_AFTER_RECEIPTS` receipts in a row double it again, up to ``batch_size``. A
+    batch already in flight keeps its readings (it is resent as it was).
+    """
+
+    def __init__(self, batch_size: int):
+        self.most = batch_size
+        self.least = min(batch_size, MIN_BATCH_AFTER_LOSS)
+        self.now = batch_size
+        self._receipts = 0
+        self._lock = threading.Lock()
+
+    def lost(self) -> int:
+        """A connection was lost with batches in flight: halve; the new limit."""
+        with self._lock:
+            self._receipts = 0
+            self.now = max(self.least, self.now // 2)
+            return self.now
+
+    def receipted(self) -> int:
+        """A batch was receipted: grow after enough in a row; the limit."""
+        with self._lock:
+            self._receipts += 1
+            if self._receipts >= GROW_AFTER_RECEIPTS and self.now < self.most:
+                self._receipts = 0
+                self.now = min(self.most, self.now * 2)
+            return self.now
 
 
 class Agent:
@@ -58,6 +97,7 @@ class Agent:
         self._unsent_since = 0.0
         self._drained = False
         self._unsent_lock = threading.Lock()
+        self.batch_limit = BatchLimit(config.outbox.batch_size)
         self.counters: dict[str, int] = {
             "readings_in": 0,
             "readings_acked": 0,
@@ -83,6 +123,7 @@ class Agent:
             on_publish_failed=self._publish_failed,
             # Testing only ([outbox] prune_on): the control run of the broker-crash test.
             on_puback=self._pruned_on_puback if config.outbox.prune_on == "puback" else None,
+            on_connection_lost=self._connection_lost,
         )
         self.drivers = [make_driver(s) for s in config.sensors]
         self.signer = BatchSigner.from_config(config)
@@ -151,12 +192,15 @@ class Agent:
             self._unsent += entries
         return self._hold_s() <= 0
 
-    def _note_taken(self, readings: int, gaps: int) -> None:
-        """A new batch took ``readings`` and ``gaps`` out of the unsent ones."""
+    def _note_taken(self, readings: int, gaps: int, asked: int) -> None:
+        """A new batch asked for ``asked`` readings and took ``readings`` and ``gaps`` out of
+        the unsent ones."""
+        # A batch short of what it asked for took every unassigned reading there was, unless
+        # the outbox's byte budget cut it (readings with many values).
+        drained = readings < asked and not self.outbox.has_unassigned_readings()
         with self._unsent_lock:
-            # A batch short of batch_size took every unassigned reading there was.
-            self._drained = readings < self.config.outbox.batch_size
-            self._unsent = 0 if self._drained else max(0, self._unsent - readings - gaps)
+            self._drained = drained
+            self._unsent = 0 if drained else max(0, self._unsent - readings - gaps)
 
     def _hold_s(self) -> float:
         """Seconds new batches should still wait for more readings (<= 0: publish now).
@@ -171,7 +215,7 @@ class Agent:
                 delay <= 0
                 or not self._drained
                 or self._unsent == 0
-                or self._unsent >= self.config.outbox.batch_size
+                or self._unsent >= self.batch_limit.now
             ):
                 return 0.0
             return self._unsent_since + delay - time.monotonic()
@@ -196,12 +240,29 @@ class Agent:
         deleted = self.outbox.ack(receipt.batch)
         self.counters["receipts"] += 1
         self.counters["readings_acked"] += deleted
+        if deleted:
+            before = self.batch_limit.now
+            if self.batch_limit.receipted() > before:
+                log.info("new batches hold at most %d readings again", self.batch_limit.now)
         if receipt.status is not ReceiptStatus.STORED:
             self.counters["dead_lettered"] += 1
             log.error(
                 "batch dead-lettered by ingest batch=%s reason=%s", receipt.batch, receipt.reason
             )
         self.wake.set()
+
+    def _connection_lost(self) -> None:
+        """paho lost the broker: if batches were in flight, new ones get smaller."""
+        inflight = self.outbox.inflight_batches()
+        if inflight:
+            before = self.batch_limit.now
+            if self.batch_limit.lost() < before:
+                log.warning(
+                    "connection lost with %d batch(es) in flight: new batches hold at most %d "
+                    "readings until receipts come back",
+                    inflight,
+                    self.batch_limit.now,
+                )
 
     def _pruned_on_puback(self, batch: str) -> None:
         self._receipt(Receipt(batch=batch, status=ReceiptStatus.STORED))
@@ -218,10 +279,9 @@ class Agent:
             readings, gaps = self.outbox.wire_batch_contents(batch_id)
             count, body = len(readings), readings
         else:
-            count, joined, gaps = self.outbox.next_raw_batch(
-                batch_id, self.config.outbox.batch_size
-            )
-            self._note_taken(count, len(gaps))
+            asked = self.batch_limit.now
+            count, joined, gaps = self.outbox.next_raw_batch(batch_id, asked)
+            self._note_taken(count, len(gaps), asked)
             body = orjson.Fragment(joined)
             # The signature covers the readings as the ingest will parse them.
             readings = orjson.loads(joined) if self.signer.key is not None else []
@@ -286,6 +346,7 @@ class Agent:
                     "bytes": depth.bytes,
                     "oldest_age_s": (now - depth.oldest_ts) / 1e9 if depth.oldest_ts else None,
                     "inflight_batches": depth.inflight_batches,
+                    "batch_limit": self.batch_limit.now,
                     "dropped": self.outbox.dropped_total,
                 },
                 "sensors": {k: v.as_dict() for k, v in self.health.items()},

@@ -27,6 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness
 from harness import Influx
 
+from agent.config import OutboxSettings
+
 DAY_PER_GATEWAY = 5 * 60 * 24
 
 
@@ -36,7 +38,12 @@ def main() -> int:
     ap.add_argument("--scale", type=float, default=0.1, help="share of a day's backlog (0..1]")
     ap.add_argument("--ingests", type=int, default=2)
     ap.add_argument("--per-process", type=int, default=20, help="agents per process")
-    ap.add_argument("--batch-size", type=int, default=500, help="[outbox] batch_size")
+    ap.add_argument(
+        "--batch-size",
+        type=int,
+        default=OutboxSettings().batch_size,
+        help="[outbox] batch_size (default: the agent's, %(default)s)",
+    )
     ap.add_argument("--timeout", type=float, default=900)
     args = ap.parse_args()
     if not 1 <= args.gateways <= 1000:

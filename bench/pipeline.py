@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness
 from harness import Influx
 
+from agent.config import OutboxSettings
 from devstack import StackInfo
 from ingest.line_protocol import encode_point
 
@@ -91,18 +92,26 @@ def influx_ceiling(info: StackInfo, clients: int, points: int, run: int) -> dict
                 errors.append(status)
 
     threads = [threading.Thread(target=post, args=(batches[c::clients],)) for c in range(clients)]
+    cpu0 = harness.cpu_seconds(info.influxdb_pid) if info.influxdb_pid else None
     t = time.perf_counter()
     for th in threads:
         th.start()
     for th in threads:
         th.join()
     elapsed = time.perf_counter() - t
+    # InfluxDB's CPU per point here, to set beside its CPU per reading in the pipeline.
+    influxd_us = (
+        round((harness.cpu_seconds(info.influxdb_pid) - cpu0) * 1e6 / points, 2)
+        if info.influxdb_pid and cpu0 is not None
+        else None
+    )
     return {
         "clients": clients,
         "points": points,
         "batch": CEILING_BATCH,
         "seconds": round(elapsed, 3),
         "points_per_s": round(points / elapsed),
+        "influxd_cpu_us_per_point": influxd_us,
         "http_errors": errors,
     }
 
@@ -333,7 +342,12 @@ def main() -> int:
         "starts, published by one paho process per run (the server's load: in production the "
         "agents run on the gateways). Default: both",
     )
-    ap.add_argument("--batch-size", type=int, default=500, help="[outbox] batch_size")
+    ap.add_argument(
+        "--batch-size",
+        type=int,
+        default=OutboxSettings().batch_size,
+        help="[outbox] batch_size (default: the agent's, %(default)s)",
+    )
     ap.add_argument("--max-inflight", type=int, default=16, help="[outbox] max_inflight")
     ap.add_argument("--write-max-readings", type=int, default=0, help="[ingest] override")
     ap.add_argument(
@@ -371,13 +385,14 @@ def main() -> int:
                 ceilings.append(influx_ceiling(info, clients, args.ceiling_points, run))
             harness.table(
                 "InfluxDB /write ceiling (pre-built line protocol, 5,000-point batches)",
-                ["clients", "points", "seconds", "points/s", "http errors"],
+                ["clients", "points", "seconds", "points/s", "influxd µs/point", "http errors"],
                 [
                     [
                         c["clients"],
                         c["points"],
                         c["seconds"],
                         c["points_per_s"],
+                        c["influxd_cpu_us_per_point"],
                         len(c["http_errors"]),
                     ]
                     for c in ceilings
@@ -415,9 +430,13 @@ def main() -> int:
     if ceilings[4:]:
         harness.table(
             "InfluxDB /write ceiling again, just before each pipeline run (2 clients)",
-            ["before run", "points/s"],
+            ["before run", "points/s", "influxd µs/point"],
             [
-                [f"{r['gateways_as']} x{r['ingests']}", c["points_per_s"]]
+                [
+                    f"{r['gateways_as']} x{r['ingests']}",
+                    c["points_per_s"],
+                    c["influxd_cpu_us_per_point"],
+                ]
                 for r, c in zip(runs, ceilings[4:], strict=True)
             ],
         )

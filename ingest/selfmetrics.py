@@ -7,7 +7,7 @@
   received and not yet written) and ``rss_bytes``.
 - ``farmtel_agent``: one point per status message a gateway publishes (retained, every
   ``[status] interval``); tags ``plantation``, ``gateway``; fields outbox_readings,
-  outbox_oldest_age_s, inflight_batches, readings_in, readings_acked, batches_sent,
+  outbox_oldest_age_s, inflight_batches, batch_limit, readings_in, readings_acked, batches_sent,
   batches_resent, receipts, dropped, gaps, state; time = the status's own ``ts``.
 
 Metrics are best effort: a point that cannot be written while InfluxDB is down is dropped
@@ -106,6 +106,7 @@ def agent_line(plantation: str, gateway: str, payload: bytes) -> str | None:
     for key, name in (
         ("readings", "outbox_readings"),
         ("inflight_batches", "inflight_batches"),
+        ("batch_limit", "batch_limit"),
         ("dropped", "dropped"),
     ):
         n = _int(outbox, key, "outbox.")

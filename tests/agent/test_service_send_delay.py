@@ -30,7 +30,7 @@ def test_a_part_batch_waits_once_the_outbox_is_drained(tmp_path: Path) -> None:
     try:
         # Before any batch: whatever the outbox holds (a backlog, maybe) goes at once.
         assert agent._note_committed(5) is True
-        agent._note_taken(5, 0)  # a short batch: the outbox is drained
+        agent._note_taken(5, 0, 100)  # a short batch: the outbox is drained
         assert agent._note_committed(20) is False  # the committer does not wake the sender
         assert 0.5 < agent._hold_s() <= 1.0
         agent._unsent_since -= 1.0  # the oldest waited send_delay
@@ -42,11 +42,11 @@ def test_a_part_batch_waits_once_the_outbox_is_drained(tmp_path: Path) -> None:
 def test_a_full_batch_goes_at_once(tmp_path: Path) -> None:
     agent = _agent(tmp_path, send_delay=5.0)
     try:
-        agent._note_taken(0, 0)
+        agent._note_taken(0, 0, 100)
         assert agent._note_committed(60) is False
         assert agent._note_committed(40) is True  # batch_size reached
         assert agent._hold_s() <= 0
-        agent._note_taken(100, 0)  # full: there may be more behind it
+        agent._note_taken(100, 0, 100)  # full: there may be more behind it
         assert agent._note_committed(1) is True
     finally:
         agent.outbox.close()
@@ -55,7 +55,7 @@ def test_a_full_batch_goes_at_once(tmp_path: Path) -> None:
 def test_zero_publishes_after_every_commit(tmp_path: Path) -> None:
     agent = _agent(tmp_path, send_delay=0)
     try:
-        agent._note_taken(0, 0)
+        agent._note_taken(0, 0, 100)
         assert agent._note_committed(1) is True
         assert agent._hold_s() <= 0
     finally:
