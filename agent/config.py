@@ -50,8 +50,8 @@ class OutboxSettings(Strict):
     """Readings per published batch at most (~400 KB at 2,000 readings of 3 values; fewer if
     their records pass 640 KB). After a connection lost with batches in flight, new batches
     take half as many, down to 100, and twice as many again after every 4 receipts in a row.
-    Over a slow link (2G, ~50 kbit/s) set 200-500: a big batch takes minutes to send.
-    Bigger batches cost the ingest, broker and InfluxDB less per reading
+    Over a slow link (2G, ~50 kbit/s) set 200-500: 2,000 readings take over a minute to send
+    there. Bigger batches cost the ingest, broker and InfluxDB less per reading
     (docs/performance.md)."""
     max_inflight: Annotated[int, Field(ge=1, le=1000)] = 16
     """Batches published and not yet receipted at most; bounds what a reconnect resends."""
