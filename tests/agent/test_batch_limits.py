@@ -9,7 +9,6 @@ from typing import Any
 import orjson
 import pytest
 
-from agent.config import parse_gateway_config
 from agent.outbox import BATCH_READINGS_BYTES, NewReading, Outbox
 from agent.service import GROW_AFTER_RECEIPTS, MIN_BATCH_AFTER_LOSS, Agent, BatchLimit
 from contract.topics import receipt_topic, telemetry_topic
@@ -23,39 +22,33 @@ from contract.wire import (
     encode_wire_batch,
 )
 from devstack import StackInfo
+from tests.support.agents import make_agent
 from tests.support.mqtt import TestClient
 
 T0 = 1_767_225_600 * 10**9
 
 
-def _wide(n: int, start: int = 0) -> list[NewReading]:
-    """Readings of 64 values with long names: ~3.5 KB each as a record."""
-    names = [f"channel_{k:02d}_{'x' * 30}_mv" for k in range(64)]
+def _readings(n: int, values: dict[str, float]) -> list[NewReading]:
     return [
         NewReading(
             sensor="logger-1",
             field="north",
             kind="soil",
-            ts=T0 + (start + i) * 10**9,
+            ts=T0 + i * 10**9,
             clock=ClockQuality.SYNCED,
-            values={name: 1234.5678 + k for k, name in enumerate(names)},
+            values=values,
         )
         for i in range(n)
     ]
 
 
-def _narrow(n: int, start: int = 0) -> list[NewReading]:
-    return [
-        NewReading(
-            sensor="soil-1",
-            field="north",
-            kind="soil",
-            ts=T0 + (start + i) * 10**9,
-            clock=ClockQuality.SYNCED,
-            values={"moisture_pct": 31.25, "temp_c": 14.5, "ec_us_cm": 412.0},
-        )
-        for i in range(n)
-    ]
+def _wide(n: int) -> list[NewReading]:
+    """Readings of 64 values with long names: ~3.5 KB each as a record."""
+    return _readings(n, {f"channel_{k:02d}_{'x' * 30}_mv": 1234.5678 + k for k in range(64)})
+
+
+def _narrow(n: int) -> list[NewReading]:
+    return _readings(n, {"moisture_pct": 31.25, "temp_c": 14.5, "ec_us_cm": 412.0})
 
 
 @pytest.mark.parametrize("raw", [True, False], ids=["next_raw_batch", "next_wire_batch"])
@@ -136,23 +129,16 @@ def test_batch_limit_halves_on_loss_and_grows_back_on_receipts() -> None:
 
 
 def _agent(tmp_path: Path, stack: StackInfo, gateway: str, **outbox: Any) -> Agent:
-    raw: dict[str, Any] = {
-        "gateway": {"plantation": "p-lim", "id": gateway, "state_dir": str(tmp_path)},
-        "mqtt": {"host": stack.mqtt_host, "port": stack.mqtt_port},
-        "outbox": {"receipt_timeout": 600.0, "send_delay": 0, **outbox},
-        "status": {"interval": 600.0},
-        "sensors": [
-            {
-                "id": "s-1",
-                "field": "f",
-                "driver": "text_line",
-                "port": str(tmp_path / "none"),
-                "columns": ["temp_c"],
-            }
-        ],
-    }
-    config = parse_gateway_config(raw, "test", environ={})
-    return Agent(config.model_copy(update={"sensors": []}))
+    agent = make_agent(
+        tmp_path,
+        "p-lim",
+        gateway,
+        mqtt={"host": stack.mqtt_host, "port": stack.mqtt_port},
+        outbox={"receipt_timeout": 600.0, "send_delay": 0, **outbox},
+        status={"interval": 600.0},
+    )
+    agent.workers = []  # only the outbox feeds it
+    return agent
 
 
 def _batches(watch: TestClient, count: int) -> list[tuple[str, int]]:

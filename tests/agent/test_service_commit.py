@@ -5,26 +5,14 @@ from typing import Any
 
 import pytest
 
-from agent.config import parse_gateway_config
 from agent.outbox import NewReading
 from agent.service import Agent
 from contract.wire import ClockQuality, Gap
+from tests.support.agents import make_agent
 
 
 def _agent(tmp_path: Path) -> Agent:
-    raw: dict[str, Any] = {
-        "gateway": {"plantation": "p-1", "id": "gw-1", "state_dir": str(tmp_path)},
-        "sensors": [
-            {
-                "id": "s-1",
-                "field": "f",
-                "driver": "text_line",
-                "port": str(tmp_path / "none"),
-                "columns": ["temp_c"],
-            }
-        ],
-    }
-    return Agent(parse_gateway_config(raw, "test", environ={}))
+    return make_agent(tmp_path)
 
 
 def test_a_failed_commit_keeps_the_group_for_the_next_try(tmp_path: Path) -> None:

@@ -4,25 +4,12 @@ a full batch and a backlog never wait."""
 from pathlib import Path
 from typing import Any
 
-from agent.config import parse_gateway_config
 from agent.service import Agent
+from tests.support.agents import make_agent
 
 
 def _agent(tmp_path: Path, **outbox: Any) -> Agent:
-    raw: dict[str, Any] = {
-        "gateway": {"plantation": "p-1", "id": "gw-1", "state_dir": str(tmp_path)},
-        "outbox": {"batch_size": 100, **outbox},
-        "sensors": [
-            {
-                "id": "s-1",
-                "field": "f",
-                "driver": "text_line",
-                "port": str(tmp_path / "none"),
-                "columns": ["temp_c"],
-            }
-        ],
-    }
-    return Agent(parse_gateway_config(raw, "test", environ={}))
+    return make_agent(tmp_path, outbox={"batch_size": 100, **outbox})
 
 
 def test_a_part_batch_waits_once_the_outbox_is_drained(tmp_path: Path) -> None:
