@@ -105,7 +105,8 @@ class Publisher:
             self.disconnects += 1
             self.last_error = f"disconnected: {reason_text(rc)}"
             log.warning("mqtt disconnected reason=%s", reason_text(rc))
-            if self._on_connection_lost is not None:
+            # Not when we asked for it (stop): reason 0, normal disconnection.
+            if self._on_connection_lost is not None and getattr(rc, "is_failure", True):
                 self._on_connection_lost()
 
     def _message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:

@@ -170,6 +170,7 @@ def test_a_connection_lost_with_batches_in_flight_makes_new_batches_smaller(
     watch = TestClient(stack.mqtt_host, stack.mqtt_port)
     watch.subscribe(telemetry_topic("p-lim", gateway))
     agent.start()
+    stopped = False
     try:
         first = _batches(watch, 2)
         assert [n for _, n in first] == [400, 400]
@@ -205,9 +206,15 @@ def test_a_connection_lost_with_batches_in_flight_makes_new_batches_smaller(
         assert 400 in sizes, sizes
         status = orjson.loads(agent.status_payload())
         assert status["outbox"]["batch_limit"] == 400
+        # Stopping is not a lost connection, batches in flight or not.
+        assert agent.outbox.inflight_batches() > 0
+        agent.stop()
+        stopped = True
+        assert agent.batch_limit.now == 400
     finally:
         watch.close()
-        agent.stop()
+        if not stopped:
+            agent.stop()
 
 
 def test_a_batch_cut_by_bytes_is_not_taken_for_a_drained_outbox(
