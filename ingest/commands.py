@@ -262,6 +262,9 @@ def status(
 ) -> None:
     """Every gateway: online/offline, last seen, outbox backlog, clock, failing sensors.
 
+    "batch" is how many readings a new batch may take now: the gateway's outbox.batch_size
+    setting, or less after it lost connections with batches in flight (a poor link).
+
     Exit code 0 when all is well, 3 when something needs attention (offline, stale status,
     old backlog, clock not synced, failing sensor, no gateway found), 1 when the broker
     cannot be asked, 2 for bad options.
@@ -322,7 +325,7 @@ def status(
         typer.echo(orjson.dumps(doc).decode())
     else:
         cols = ["plantation", "gateway", "state", "last_seen", "outbox", "oldest_s", "inflight",
-                "clock", "failing", "attention"]  # fmt: skip
+                "batch", "clock", "failing", "attention"]  # fmt: skip
         out = [
             [
                 r.plantation,
@@ -332,6 +335,7 @@ def status(
                 r.outbox_readings,
                 None if r.outbox_oldest_age_s is None else round(r.outbox_oldest_age_s),
                 r.inflight_batches,
+                r.batch_limit,
                 r.clock or "-",
                 ",".join(r.failing_sensors) or "-",
                 "; ".join(r.problems) or "ok",

@@ -60,6 +60,8 @@ class GatewayStatus:
     outbox_readings: int | None = None
     outbox_oldest_age_s: float | None = None
     inflight_batches: int | None = None
+    batch_limit: int | None = None
+    """Readings a new batch may take now: ``[outbox] batch_size``, less after lost connections."""
     failing_sensors: list[str] = field(default_factory=list)
     source: str = "broker"
     problems: list[str] = field(default_factory=list)
@@ -187,6 +189,8 @@ def assess(
     row.outbox_oldest_age_s = _num(outbox.get("oldest_age_s"))
     inflight = _num(outbox.get("inflight_batches"))
     row.inflight_batches = int(inflight) if inflight is not None else None
+    limit = _num(outbox.get("batch_limit"))
+    row.batch_limit = int(limit) if limit is not None else None
     sensors = raw.get("sensors") if isinstance(raw.get("sensors"), dict) else {}
     assert isinstance(sensors, dict)
     row.failing_sensors = sorted(
@@ -263,6 +267,7 @@ def agent_points(
         p, g = s.tags.get("plantation", ""), s.tags.get("gateway", "")
         readings = _num(rec.get("outbox_readings"))
         inflight = _num(rec.get("inflight_batches"))
+        limit = _num(rec.get("batch_limit"))
         out[(p, g)] = GatewayStatus(
             plantation=p,
             gateway=g,
@@ -271,6 +276,7 @@ def agent_points(
             outbox_readings=int(readings) if readings is not None else None,
             outbox_oldest_age_s=_num(rec.get("outbox_oldest_age_s")),
             inflight_batches=int(inflight) if inflight is not None else None,
+            batch_limit=int(limit) if limit is not None else None,
             source="influxdb",
         )
     return out

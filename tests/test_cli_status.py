@@ -28,6 +28,7 @@ def _status(
     backlog: int = 0,
     oldest_age_s: float | None = None,
     sensors: dict[str, str] | None = None,
+    batch_limit: int = 2000,
 ) -> bytes:
     """A status payload shaped like agent/service.py ``status_payload``."""
     return orjson.dumps(
@@ -43,6 +44,7 @@ def _status(
                 "bytes": 4096,
                 "oldest_age_s": oldest_age_s,
                 "inflight_batches": 2 if backlog else 0,
+                "batch_limit": batch_limit,
                 "dropped": 0,
             },
             "sensors": {k: {"state": v} for k, v in (sensors or {"s-1": "ok"}).items()},
@@ -111,7 +113,7 @@ def test_every_kind_of_trouble_exits_3(stack: Any, influx_db: str) -> None:
         "gw-backlog": _status("gw-backlog", backlog=5000, oldest_age_s=3600),
         "gw-clock": _status("gw-clock", clock="unsynced"),
         "gw-sensor": _status("gw-sensor", sensors={"s-1": "ok", "s-2": "failing", "s-3": "silent"}),
-        "gw-ok": _status("gw-ok", backlog=10, oldest_age_s=5),
+        "gw-ok": _status("gw-ok", backlog=10, oldest_age_s=5, batch_limit=250),
     }
     # A gateway that InfluxDB knows (farmtel_agent point) but whose retained status is gone,
     # and an ingest's self-metrics point.
@@ -123,7 +125,12 @@ def test_every_kind_of_trouble_exits_3(stack: Any, influx_db: str) -> None:
                 encode_point(
                     "farmtel_agent",
                     {"plantation": plantation, "gateway": "gw-gone"},
-                    {"state": "online", "outbox_readings": 7, "inflight_batches": 1},
+                    {
+                        "state": "online",
+                        "outbox_readings": 7,
+                        "inflight_batches": 1,
+                        "batch_limit": 500,
+                    },
                     now - 3_600_000_000_000,
                 ),
                 encode_point(
@@ -149,6 +156,9 @@ def test_every_kind_of_trouble_exits_3(stack: Any, influx_db: str) -> None:
         assert rows["gw-sensor"]["failing_sensors"] == ["s-2", "s-3"]
         assert rows["gw-ok"]["problems"] == []
         assert rows["gw-ok"]["inflight_batches"] == 2
+        # A gateway whose link dropped shows the smaller batches it sends now.
+        assert rows["gw-ok"]["batch_limit"] == 250 and rows["gw-stale"]["batch_limit"] == 2000
+        assert rows["gw-gone"]["batch_limit"] == 500
         assert rows["gw-gone"]["source"] == "influxdb"
         assert rows["gw-gone"]["state"] == "unknown" and rows["gw-gone"]["outbox_readings"] == 7
         assert [i["client_id"] for i in doc["ingests"]] == ["ingest-a"]
@@ -156,6 +166,9 @@ def test_every_kind_of_trouble_exits_3(stack: Any, influx_db: str) -> None:
         table = run_cli(_args(stack, plantation, influx_db))
         assert table.returncode == 3
         assert "failing sensor(s): s-2, s-3" in table.stdout
+        header = table.stdout.splitlines()[0].split()
+        gw_ok = next(line.split() for line in table.stdout.splitlines() if "gw-ok" in line)
+        assert "batch" in header and gw_ok[header.index("batch")] == "250"
         assert "ingest ingest-a on box" in table.stdout and "1234 readings stored" in table.stdout
 
         # Thresholds are options: relaxed enough, the backlog and the clock are fine.
