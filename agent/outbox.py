@@ -95,6 +95,7 @@ and the upgrade writes nothing on open (a full disk does not keep the backlog fr
 READABLE_VERSIONS = (1, 2)
 """``PRAGMA user_version`` values this agent opens."""
 _OBJECT_RECORD = b'{"sensor":'
+"""How a version 2 record begins (a version 1 record begins with ``[``)."""
 
 BATCH_READINGS_BYTES = 640 * 1024
 """A new batch takes readings only while their records add up to at most this many bytes
@@ -107,7 +108,6 @@ with many values never make a batch that neither the broker nor the ingest would
 _RECORD_OVERHEAD = 80
 """Bytes a record may grow by in the batch: the comma, and the keys that a version 1
 record (a JSON array) gets back when it is decoded (``"sensor":`` ... ``"cal":``, 60)."""
-"""How a version 2 record begins (a version 1 record begins with ``[``)."""
 
 DROPPED = -1
 """Returned by :meth:`Outbox.add` for a reading not stored because the outbox is full."""
