@@ -166,6 +166,12 @@ def _num(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
+def _whole(value: Any) -> int | None:
+    """:func:`_num` as an int (a count), or None."""
+    n = _num(value)
+    return None if n is None else int(n)
+
+
 def assess(
     plantation: str, gateway: str, payload: bytes, now_ns: int, limits: Thresholds
 ) -> GatewayStatus:
@@ -184,13 +190,10 @@ def assess(
     row.clock = str(raw.get("clock") or "")
     outbox = raw.get("outbox") if isinstance(raw.get("outbox"), dict) else {}
     assert isinstance(outbox, dict)
-    readings = _num(outbox.get("readings"))
-    row.outbox_readings = int(readings) if readings is not None else None
+    row.outbox_readings = _whole(outbox.get("readings"))
     row.outbox_oldest_age_s = _num(outbox.get("oldest_age_s"))
-    inflight = _num(outbox.get("inflight_batches"))
-    row.inflight_batches = int(inflight) if inflight is not None else None
-    limit = _num(outbox.get("batch_limit"))
-    row.batch_limit = int(limit) if limit is not None else None
+    row.inflight_batches = _whole(outbox.get("inflight_batches"))
+    row.batch_limit = _whole(outbox.get("batch_limit"))
     sensors = raw.get("sensors") if isinstance(raw.get("sensors"), dict) else {}
     assert isinstance(sensors, dict)
     row.failing_sensors = sorted(
@@ -265,18 +268,15 @@ def agent_points(
             continue
         rec = dict(zip(s.columns, s.values[0], strict=True))
         p, g = s.tags.get("plantation", ""), s.tags.get("gateway", "")
-        readings = _num(rec.get("outbox_readings"))
-        inflight = _num(rec.get("inflight_batches"))
-        limit = _num(rec.get("batch_limit"))
         out[(p, g)] = GatewayStatus(
             plantation=p,
             gateway=g,
             state="unknown",
             last_seen_ns=int(rec["time"]),
-            outbox_readings=int(readings) if readings is not None else None,
+            outbox_readings=_whole(rec.get("outbox_readings")),
             outbox_oldest_age_s=_num(rec.get("outbox_oldest_age_s")),
-            inflight_batches=int(inflight) if inflight is not None else None,
-            batch_limit=int(limit) if limit is not None else None,
+            inflight_batches=_whole(rec.get("inflight_batches")),
+            batch_limit=_whole(rec.get("batch_limit")),
             source="influxdb",
         )
     return out
