@@ -105,7 +105,8 @@ def parse_gateway_config(
     """Validate a gateway config read from TOML; raise ConfigError listing every problem."""
     from sensors.registry import load_sensor_config
 
-    raw = apply_env(raw, SECTIONS, os.environ if environ is None else environ)
+    origins: dict[str, str] = {}
+    raw = apply_env(raw, SECTIONS, os.environ if environ is None else environ, origins)
     raw_sensors = raw.pop("sensors", [])
     problems: list[tuple[str, str]] = []
     base: GatewayConfig | None = None
@@ -135,7 +136,7 @@ def parse_gateway_config(
     if not raw_sensors:
         problems.append(("sensors", "no [[sensors]] configured; the agent would read nothing"))
     if problems or base is None:
-        raise ConfigError(source, problems)
+        raise ConfigError(source, problems).naming_env(origins)
     return base.model_copy(update={"sensors": sensors})
 
 

@@ -39,6 +39,30 @@ class ConfigError(Exception):
         lines += [f"  {key}: {msg}" for key, msg in self.problems]
         super().__init__("\n".join(lines))
 
+    def naming_env(self, origins: Mapping[str, str]) -> "ConfigError":
+        """This error with each problem at a key set by the environment (``origins``: key ->
+        variable, from :func:`apply_env`) saying so, so that nobody searches the file for
+        a value that came from ``/etc/farmtel/agent.env``."""
+        problems = []
+        for key, msg in self.problems:
+            name = next(
+                (origins[k] for k in _key_and_parents(key) if k in origins),
+                None,
+            )
+            problems.append((key, f"{msg} (set by environment variable {name})" if name else msg))
+        return ConfigError(self.source, problems)
+
+
+def _key_and_parents(key: str) -> list[str]:
+    """``a.b[0].c`` and the keys holding it: ``a.b[0]``, ``a.b``, ``a``."""
+    keys = [key]
+    while True:
+        cut = max(key.rfind("."), key.rfind("["))
+        if cut <= 0:
+            return keys
+        key = key[:cut]
+        keys.append(key)
+
 
 def read_toml(path: Path) -> dict[str, Any]:
     try:
@@ -62,13 +86,17 @@ def _parse_env_value(text: str) -> Any:
 
 
 def apply_env(
-    raw: dict[str, Any], sections: Sequence[str], environ: Mapping[str, str] | None = None
+    raw: dict[str, Any],
+    sections: Sequence[str],
+    environ: Mapping[str, str] | None = None,
+    origins: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Apply ``FARMTEL_A__B=value`` overrides to ``raw`` (in place) and return it.
 
     Only variables whose first level is one of ``sections`` apply, so one environment can
     serve both the agent and the ingest on a machine; inside a section an unknown key is
-    still an error.
+    still an error. ``origins``, if given, gets each key set (as problems name it, e.g.
+    ``sensors[0].port``) and the variable that set it (:meth:`ConfigError.naming_env`).
     """
     env = os.environ if environ is None else environ
     for name in sorted(env):
@@ -77,6 +105,8 @@ def apply_env(
         path = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
         if len(path) < 2 or not all(path) or path[0] not in sections:
             continue
+        if origins is not None:
+            origins[format_loc([int(k) if k.isdigit() else k for k in path])] = name
         node: Any = raw
         for i, key in enumerate(path):
             last = i == len(path) - 1
@@ -201,7 +231,7 @@ class MqttSettings(Strict):
     keepalive: Annotated[int, Field(ge=5, le=3600)] = 30
     """Seconds between pings; a dead broker is noticed within about 1.5 x keepalive."""
     client_id: str | None = None
-    """MQTT client id; default farmtel-agent-<gateway> or farmtel-ingest-<hostname>."""
+    """MQTT client id; default farmtel-agent-<plantation>-<gateway> or farmtel-ingest-<hostname>."""
     username: str | None = None
     """Broker user name; none means anonymous (refused by the production broker config)."""
     password_file: Path | None = None

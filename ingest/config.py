@@ -10,6 +10,7 @@ from pydantic import Field, field_validator
 
 from contract.metrics import MetricsSettings
 from contract.settings import (
+    ConfigError,
     LogSettings,
     MqttSettings,
     Strict,
@@ -96,8 +97,12 @@ SECTIONS = ("ingest", "mqtt", "influxdb", "log", "metrics", "alerts")
 def parse_ingest_config(
     raw: dict[str, Any], source: str, environ: dict[str, str] | None = None
 ) -> IngestConfig:
-    raw = apply_env(raw, SECTIONS, os.environ if environ is None else environ)
-    return validate(IngestConfig, raw, source)
+    origins: dict[str, str] = {}
+    raw = apply_env(raw, SECTIONS, os.environ if environ is None else environ, origins)
+    try:
+        return validate(IngestConfig, raw, source)
+    except ConfigError as err:
+        raise err.naming_env(origins) from None
 
 
 def load_ingest_config(path: Path, environ: dict[str, str] | None = None) -> IngestConfig:

@@ -138,3 +138,35 @@ def test_cli_config_check(tmp_path: Path) -> None:
     assert ing.returncode == 0 and "ingest" in ing.stdout
     unknown = run_cli(["config", "check", str(_write(tmp_path, "[x]\na = 1\n", "x.toml"))])
     assert unknown.returncode == 2 and "--kind" in unknown.stderr
+
+
+def test_problems_from_the_environment_name_their_variable(tmp_path: Path) -> None:
+    """A bad value or unknown key set by FARMTEL_* says so: the file does not hold it."""
+    path = _write(tmp_path, GOOD_GATEWAY)
+    env = {
+        "FARMTEL_MQTT__PORT": "abc",
+        "FARMTEL_MQTT__PROT": "1",
+        "FARMTEL_SENSORS__0__BAUD": "9600",
+    }
+    with pytest.raises(ConfigError) as info:
+        load_gateway_config(path, environ=env)
+    problems = dict(info.value.problems)
+    assert problems["mqtt.port"].endswith("(set by environment variable FARMTEL_MQTT__PORT)")
+    assert problems["mqtt.prot"].startswith("unknown key")
+    assert problems["mqtt.prot"].endswith("(set by environment variable FARMTEL_MQTT__PROT)")
+    assert problems["sensors[0].baud"].endswith(
+        "(set by environment variable FARMTEL_SENSORS__0__BAUD)"
+    )
+    # A problem in the file itself is not blamed on the environment.
+    bad_file = _write(tmp_path, GOOD_GATEWAY.replace("host", "hots"), "bad.toml")
+    with pytest.raises(ConfigError) as info:
+        load_gateway_config(bad_file, environ={"FARMTEL_MQTT__PORT": "1884"})
+    assert dict(info.value.problems)["mqtt.hots"] == (
+        "unknown key; allowed keys here: ca_file, cert_file, client_id, host, keepalive, "
+        "key_file, password_file, port, tls, username"
+    )
+    with pytest.raises(ConfigError) as info:
+        parse_ingest_config({}, "x.toml", environ={"FARMTEL_INFLUXDB__URL": "nope"})
+    assert dict(info.value.problems)["influxdb.url"].endswith(
+        "(set by environment variable FARMTEL_INFLUXDB__URL)"
+    )
