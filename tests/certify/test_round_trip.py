@@ -284,3 +284,38 @@ def test_quarantined_readings_are_exported_and_verify(
     dropped["data/quarantined.jsonl"] = b""
     text = verify_bundle(MemoryBundle(reseal(dropped, org)), org.public_key()).render()
     assert "NOT VALID" in text and "quarantined reading(s) of it" in text
+
+
+def test_a_signed_minus_zero_survives_export_and_verify(
+    history: dict[str, object], tmp_path: Path
+) -> None:
+    """A sensor near 0 °C prints -0.0 and the gateway signs it so. InfluxDB answers the
+    stored -0.0 as ``-0``; read as the int 0 it became 0.0 in the export, and verify
+    failed the honest batch's signature."""
+    import math
+
+    from contract import signing
+
+    plan = GatewayPlan("gw-08", sensors=2)
+    batches = list(make_batches("cert-nz", plan, 40, batch_size=20, signed=False))
+    first = batches[0]
+    first.readings[3].values["temp_c"] = -0.0
+    batches = [
+        b.model_copy(update={"sig": signing.sign(plan.key, signing.batch_message("cert-nz", b))})
+        for b in batches
+    ]
+    write_batches(str(history["url"]), str(history["database"]), "cert-nz", iter(batches))
+    query = history["query"]
+    assert isinstance(query, InfluxQuery)
+    org = load_org_key(Path(str(history["org"])))
+    out = tmp_path / "nz"
+    summary = export_bundle(
+        query, "cert-nz", Span(*PERIOD), out, org, registry_json("cert-nz", [plan])
+    )
+    assert summary.readings == 40
+    rows = [orjson.loads(line) for line in (out / "data/readings.jsonl").read_bytes().splitlines()]
+    zeros = [r for r in rows if r["seq"] == first.readings[3].seq]
+    assert len(zeros) == 1
+    assert math.copysign(1.0, zeros[0]["values"]["temp_c"]) == -1.0
+    verdict = verify_bundle(FolderBundle(out), org.public_key())
+    assert verdict.ok, verdict.render()

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import orjson
 import pytest
 
 from contract.settings import ConfigError, validate
@@ -30,6 +31,7 @@ from ingest.influx import (
     Series,
     V1Writer,
     V2Writer,
+    loads_answer,
     make_writer,
     quote_ident,
     quote_literal,
@@ -109,8 +111,10 @@ def test_every_float_form_the_encoder_writes_reads_back_exactly(
     query = InfluxQuery(settings)
     rows = _rows(query.query("SELECT v FROM m ORDER BY time"))
     # InfluxDB's JSON writes an integral float as an integer (-859495444819939300 for
-    # -8.594954448199393e+17): float() of it is the same double.
-    assert [float(row["v"]) for row in rows] == values  # type: ignore[arg-type]
+    # -8.594954448199393e+17): float() of it is the same double. Compared bit for bit:
+    # -0.0 == 0.0, and InfluxDB answers -0.0 as "-0" (see loads_answer).
+    bits = struct.Struct("<d").pack
+    assert [bits(float(row["v"])) for row in rows] == list(map(bits, values))  # type: ignore[arg-type]
     writer.close()
     query.close()
 
@@ -501,3 +505,23 @@ def test_a_password_in_the_url_is_refused_without_echoing_it() -> None:
         validate(InfluxSettings, {"url": "http://farm:sekrit@h:8086"}, "ingest.toml")
     assert "sekrit" not in str(caught.value)
     assert "password_file" in str(caught.value)
+
+
+def test_an_answer_keeps_the_sign_of_a_stored_minus_zero() -> None:
+    body = (
+        b'{"results":[{"statement_id":0,"series":[{"name":"m","columns":["time","d","v","w"],'
+        b'"values":[[1,"-0,x",-0,1.5],[2,"a",0,-0],[3,"b",-2,-1e-300],[4,"c",-0.5,-0e0]]}]}]}'
+    )
+    values = loads_answer(body)["results"][0]["series"][0]["values"]
+    assert [
+        [math.copysign(1.0, v) if isinstance(v, float) else v for v in row[2:]] for row in values
+    ] == [
+        [-1.0, 1.0],
+        [0, -1.0],
+        [-2, -1.0],
+        [-1.0, -1.0],
+    ]
+    assert values[0][1] == "-0,x"  # a string that looks like it is left alone
+    assert type(values[1][2]) is int and type(values[2][2]) is int  # integers stay ints
+    plain = b'{"results":[{"statement_id":0,"series":[{"values":[[1,0,-1,-10]]}]}]}'
+    assert loads_answer(plain) == orjson.loads(plain)
