@@ -52,6 +52,23 @@ class SensorPortError(SensorError):
     """The serial port cannot be opened or went away (unplugged USB adapter)."""
 
 
+def port_hint(err: BaseException, hardware: str = "the adapter") -> str:
+    """What an installer should do about a serial port error (``hardware``: what else to
+    check when the error says nothing specific, e.g. "the RS-485 adapter")."""
+    errno = getattr(err, "errno", None)
+    text = str(err).lower()
+    if errno == 2 or "no such file" in text:
+        return "check the cable and that the path exists (ls -l /dev/serial/by-id/)"
+    if errno == 13 or "permission denied" in text:
+        return "the user running farmtel needs access: add it to the 'dialout' group"
+    if errno == 16 or "exclusively lock" in text or "busy" in text:
+        return (
+            "another program (or another [[sensors]] entry) uses this port; stop it "
+            "(e.g. ModemManager, a serial monitor)"
+        )
+    return f"check the cable, {hardware} and the port setting"
+
+
 class SensorTimeoutError(SensorError):
     """The device said nothing within the timeout."""
 

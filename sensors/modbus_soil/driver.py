@@ -41,6 +41,7 @@ from sensors.base import (
     SensorProtocolError,
     SensorReportedError,
     SensorTimeoutError,
+    port_hint,
 )
 from sensors.modbus_soil import rtu
 from sensors.modbus_soil.config import Config
@@ -59,19 +60,9 @@ MAX_ANSWER_BUFFER = 4096
 SCAN_TIMEOUT_S = 0.15
 """Default seconds to wait for each slave id during a scan."""
 
+RS485 = "the RS-485 adapter"
+"""What else to check when a port error says nothing specific (:func:`port_hint`)."""
 _PARITY = {"N": serial.PARITY_NONE, "E": serial.PARITY_EVEN, "O": serial.PARITY_ODD}
-
-
-def _port_hint(err: BaseException) -> str:
-    errno = getattr(err, "errno", None)
-    text = str(err).lower()
-    if errno == 2 or "no such file" in text:
-        return "check the cable and that the path exists (ls -l /dev/serial/by-id/)"
-    if errno == 13 or "permission denied" in text:
-        return "the user running farmtel needs access: add it to the 'dialout' group"
-    if errno == 16 or "busy" in text or "lock" in text:
-        return "another program uses this port; stop it (e.g. ModemManager, a serial monitor)"
-    return "check the RS-485 adapter, its cable and the port setting"
 
 
 @dataclass
@@ -93,8 +84,9 @@ class SharedPort:
                     exclusive=True if "://" not in self.url else None,
                 )
             except (serial.SerialException, OSError, ValueError) as err:
+                hint = port_hint(err, RS485)
                 raise SensorPortError(
-                    sensor, f"cannot open port {self.url!r} (option port): {err}; {_port_hint(err)}"
+                    sensor, f"cannot open port {self.url!r} (option port): {err}; {hint}"
                 ) from err
         return self.serial_port
 
@@ -208,7 +200,7 @@ class Driver(base.Driver):
                 shared.drop()
                 raise SensorPortError(
                     self.config.id,
-                    f"port {self.config.port!r} failed: {err}; {_port_hint(err)}",
+                    f"port {self.config.port!r} failed: {err}; {port_hint(err, RS485)}",
                 ) from err
         return self._interpret(buffer)
 

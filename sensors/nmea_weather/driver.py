@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import serial
 
 from sensors import base
-from sensors.base import SensorConfig, SensorPortError
+from sensors.base import SensorConfig, SensorPortError, port_hint
 from sensors.line_reader import LineReader, Pace, read_stream
 from sensors.nmea_weather.config import Config
 from sensors.nmea_weather.sentences import Unknown, parse, split_sentence
@@ -69,8 +69,7 @@ class Driver(base.Driver):
         except (serial.SerialException, OSError, ValueError) as err:
             raise SensorPortError(
                 self.config.id,
-                f"cannot open port {url!r} (option port): {err}; check the cable, the adapter, "
-                "that the path exists and that farmtel's user is in the 'dialout' group",
+                f"cannot open port {url!r} (option port): {err}; {port_hint(err)}",
             ) from err
         self._lines.reset()
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import serial
 
-from sensors.base import SensorPortError
+from sensors.base import SensorPortError, port_hint
 
 BREAK_S = 0.013
 """Break length: >= 12 ms by the spec, with a margin for timer slack."""
@@ -32,17 +32,6 @@ IDLE_BREAK_S = 0.087
 MAX_LINE_BYTES = 256
 """Longest response kept; SDI-12 responses are at most 75 value characters + CRC + CR LF."""
 _POLL_S = 0.005
-
-
-def _hint(err: BaseException) -> str:
-    text = str(err).lower()
-    if "no such file" in text:
-        return "check the cable and that the path exists (ls -l /dev/serial/by-id/)"
-    if "permission denied" in text:
-        return "the user running farmtel needs access: add it to the 'dialout' group"
-    if "lock" in text or "busy" in text:
-        return "another program uses this port; stop it (ModemManager, a serial monitor)"
-    return "check the cable, the SDI-12 adapter and the port setting"
 
 
 class Bus:
@@ -71,8 +60,9 @@ class Bus:
             # the pty already holds its clamped settings: a simulator is on the other end.
             self._port = self._open(url, baudrate, serial.EIGHTBITS, serial.PARITY_NONE)
         except (serial.SerialException, OSError, ValueError) as err:
+            hint = port_hint(err, "the SDI-12 adapter")
             raise SensorPortError(
-                sensor, f"cannot open SDI-12 port {url!r} (option port): {err}; {_hint(err)}"
+                sensor, f"cannot open SDI-12 port {url!r} (option port): {err}; {hint}"
             ) from err
 
     @staticmethod

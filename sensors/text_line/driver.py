@@ -29,7 +29,7 @@ import serial
 
 from contract.wire import check_value_name
 from sensors import base
-from sensors.base import SensorConfig, SensorPortError
+from sensors.base import SensorConfig, SensorPortError, port_hint
 from sensors.line_reader import Pace, read_stream
 from sensors.text_line.checksum import split_checked
 from sensors.text_line.config import IGNORED_COLUMN, MAX_VALUES, Config
@@ -43,22 +43,6 @@ _STEP_BACK_NS = 1_000_000_000
 
 Parsed = dict[str, float] | str
 """Values of a line, or the reason it is rejected."""
-
-
-def _port_hint(err: BaseException) -> str:
-    """What an installer should do about a port error."""
-    errno = getattr(err, "errno", None)
-    text = str(err).lower()
-    if errno == 2 or "no such file" in text:
-        return "check the cable and that the path exists (ls -l /dev/serial/by-id/)"
-    if errno == 13 or "permission denied" in text:
-        return "the user running farmtel needs access: add it to the 'dialout' group"
-    if errno == 16 or "exclusively lock" in text or "busy" in text:
-        return (
-            "another program (or another [[sensors]] entry) uses this port; stop it "
-            "(e.g. ModemManager, a serial monitor)"
-        )
-    return "check the cable, the adapter and the port setting"
 
 
 class Driver(base.Driver):
@@ -118,7 +102,7 @@ class Driver(base.Driver):
             )
         except (serial.SerialException, OSError, ValueError) as err:
             raise SensorPortError(
-                self.config.id, f"cannot open port {url!r} (option port): {err}; {_port_hint(err)}"
+                self.config.id, f"cannot open port {url!r} (option port): {err}; {port_hint(err)}"
             ) from err
         self._pending = b""
         self._dropping = False
