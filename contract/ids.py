@@ -10,6 +10,11 @@ from typing import Annotated
 from pydantic import StringConstraints
 
 IDENT_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+IDENT_RULE = (
+    "lower-case letters, digits, '_' and '-', at most 63 characters, "
+    "starting with a letter or digit"
+)
+""":data:`IDENT_PATTERN` in words, for messages."""
 _IDENT_RE = re.compile(IDENT_PATTERN)
 
 
@@ -23,11 +28,7 @@ def check_ident(value: str, what: str = "identifier") -> str:
     ``what`` names the id in the message, e.g. ``"gateway id"``.
     """
     if not isinstance(value, str) or not _IDENT_RE.fullmatch(value):
-        raise InvalidIdentifier(
-            f"{what} {value!r} must match {IDENT_PATTERN} "
-            "(lower-case letters, digits, '_' and '-', at most 63 characters, "
-            "starting with a letter or digit)"
-        )
+        raise InvalidIdentifier(f"{what} {value!r} must match {IDENT_PATTERN} ({IDENT_RULE})")
     return value
 
 

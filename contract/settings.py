@@ -18,6 +18,8 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
+from contract.ids import IDENT_PATTERN, IDENT_RULE
+
 ENV_PREFIX = "FARMTEL_"
 
 M = TypeVar("M", bound=BaseModel)
@@ -177,6 +179,11 @@ def problems_of(
             msg = "unknown key" + (f"; allowed keys here: {', '.join(allowed)}" if allowed else "")
         elif e["type"] == "missing":
             msg = "is required but missing"
+        elif (
+            e["type"] == "string_pattern_mismatch"
+            and (e.get("ctx") or {}).get("pattern") == IDENT_PATTERN
+        ):
+            msg = f"{e['input']!r} is not a valid id: {IDENT_RULE} ({IDENT_PATTERN})"
         else:
             msg = e["msg"]
             if e["type"] not in ("value_error", "assertion_error"):

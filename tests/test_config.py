@@ -63,7 +63,10 @@ def test_bad_identifier_names_the_pattern(tmp_path: Path) -> None:
         load_gateway_config(path, environ={})
     ((key, msg),) = info.value.problems
     assert key == "gateway.id"
-    assert "^[a-z0-9][a-z0-9_-]{0,62}$" in msg and "GW 01" in msg
+    assert msg == (
+        "'GW 01' is not a valid id: lower-case letters, digits, '_' and '-', at most 63 "
+        "characters, starting with a letter or digit (^[a-z0-9][a-z0-9_-]{0,62}$)"
+    )
 
 
 def test_all_problems_are_reported_at_once(tmp_path: Path) -> None:
