@@ -6,11 +6,14 @@ certify.verify and certify.orgkey. Exit codes as in cli.py: 0 ok, 1 a runtime fa
 """
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ingest.cli_options import fail, ingest_config
+
+if TYPE_CHECKING:
+    from ingest.queries import TimeRange
 
 keys_app = typer.Typer(help="The exporting organisation's signing key.", no_args_is_help=True)
 
@@ -72,11 +75,10 @@ def export(
     from certify.source import SourceError, Span
     from contract.ids import check_ident
     from ingest.influx import InfluxError, InfluxQuery
-    from ingest.queries import time_range
 
     try:
         check_ident(plantation, "--plantation")
-        span = time_range(None, start, end)
+        span = _export_span(start, end)
     except ValueError as err:  # QueryInputError too
         fail(str(err), 2)
     try:
@@ -129,6 +131,44 @@ def export(
         )
     for w in summary.warnings:
         typer.echo(f"warning: {w}", err=True)
+
+
+def _export_span(start: str, end: str) -> "TimeRange":
+    """``--from``/``--to`` checked as the queries check them, and far enough inside the
+    times InfluxDB stores for the batches export also reads before and after the period
+    (certify.export.LOOKBACK_NS, LOOKAHEAD_NS): past them InfluxDB refuses the query."""
+    from datetime import timedelta
+
+    from certify.export import LOOKAHEAD_NS, LOOKBACK_NS
+    from ingest.queries import (
+        EARLIEST,
+        INFLUX_MAX_NS,
+        INFLUX_MIN_NS,
+        LATEST,
+        QueryInputError,
+        format_duration,
+        time_range,
+        utc_text,
+    )
+
+    span = time_range(None, start, end)
+    before, after = (
+        timedelta(microseconds=LOOKBACK_NS // 1000),
+        timedelta(microseconds=LOOKAHEAD_NS // 1000),
+    )
+    if span.start_ns - LOOKBACK_NS < INFLUX_MIN_NS:
+        raise QueryInputError(
+            f"--from {start!r} is too early: export also reads the {format_duration(before)} "
+            f"before it (batches sent late), and InfluxDB stores nothing before "
+            f"{utc_text(EARLIEST)}; give a --from of {utc_text(EARLIEST + before)} or later"
+        )
+    if span.end_ns + LOOKAHEAD_NS > INFLUX_MAX_NS:
+        raise QueryInputError(
+            f"--to {end!r} is too late: export also reads the {format_duration(after)} after "
+            f"it (batches sent late), and InfluxDB stores nothing after {utc_text(LATEST)}; "
+            f"give a --to of {utc_text(LATEST - after)} or earlier"
+        )
+    return span
 
 
 def verify(

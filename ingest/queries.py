@@ -23,33 +23,114 @@ _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 MAX_WINDOWS = 100_000
 BOOKKEEPING_FIELDS = ("seq", "clock", "cal")
 
+INFLUX_MIN_NS = -(2**63) + 2
+INFLUX_MAX_NS = 2**63 - 2
+"""The times InfluxDB stores: ns since the epoch in a signed 64-bit int, less the two values
+it keeps for itself (1677-09-21T00:12:43.145224194Z .. 2262-04-11T23:47:16.854775806Z). A
+time outside them makes it refuse the query, or the client fail to encode it."""
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+EARLIEST = _EPOCH + _US * -(-INFLUX_MIN_NS // 1000)
+"""The earliest time a :class:`datetime` (whole microseconds) can give InfluxDB."""
+LATEST = _EPOCH + _US * (INFLUX_MAX_NS // 1000)
+"""The latest time a :class:`datetime` (whole microseconds) can give InfluxDB."""
+_LONGEST_S = (2**63 - 1) // 1_000_000_000
+"""The longest duration, in whole seconds, that InfluxDB takes (in ns, a signed 64-bit int)."""
+
 
 class QueryInputError(ValueError):
     """A CLI argument that makes no sense; the message names it and what is allowed."""
 
 
-def parse_duration(text: str, option: str) -> timedelta:
+def utc_text(t: datetime) -> str:
+    """``t`` in UTC to the microsecond, as messages quote InfluxDB's limits."""
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+_STORED = f"give a time between {utc_text(EARLIEST)} and {utc_text(LATEST)}"
+
+
+def _duration_parts(text: str, option: str) -> tuple[int, str]:
+    """The number and unit of a duration; the number may be any size (checked by the caller)."""
     m = _DURATION_RE.fullmatch(text.strip())
-    if not m or int(m.group(1)) == 0:
+    digits = m.group(1).lstrip("0") if m else ""
+    if not m or not digits:
         raise QueryInputError(
             f"{option} {text!r} is not a duration; use a positive number and a unit s, m, h, d "
             "or w, e.g. 90s, 15m, 24h, 7d"
         )
-    return timedelta(seconds=int(m.group(1)) * _UNIT_S[m.group(2)])
+    # int() refuses over 4300 digits; a number of more than 30 is far too long for InfluxDB.
+    return int(digits) if len(digits) <= 30 else 10**30, m.group(2)
+
+
+def parse_duration(text: str, option: str) -> timedelta:
+    count, unit = _duration_parts(text, option)
+    longest = _LONGEST_S // _UNIT_S[unit]
+    if count > longest:
+        raise QueryInputError(
+            f"{option} {text!r} is too long; the longest duration InfluxDB takes is {longest}{unit}"
+        )
+    return timedelta(seconds=count * _UNIT_S[unit])
+
+
+def _since(text: str, now: datetime) -> datetime:
+    """``now`` less ``--since``; refused (not clamped) when that is before :data:`EARLIEST`,
+    so that a range never silently covers less than was asked for."""
+    count, unit = _duration_parts(text, "--since")
+    longest = (now - EARLIEST) // timedelta(seconds=_UNIT_S[unit])
+    if count > longest:
+        raise QueryInputError(
+            f"--since {text!r} reaches back before {utc_text(EARLIEST)}, the earliest time "
+            f"InfluxDB stores; the longest --since allowed now is {longest}{unit}"
+        )
+    return now - timedelta(seconds=count * _UNIT_S[unit])
 
 
 def parse_time(text: str, option: str) -> datetime:
-    """ISO 8601 date or date-time; without an offset it is local time."""
+    """ISO 8601 date or date-time; without an offset it is local time. Refused outside
+    :data:`EARLIEST` .. :data:`LATEST`, the times InfluxDB stores."""
     try:
-        value = datetime.fromisoformat(text.strip())
+        given = datetime.fromisoformat(text.strip())
     except ValueError:
         raise QueryInputError(
             f"{option} {text!r} is not a date or time; use ISO 8601, e.g. 2026-05-01, "
             "2026-05-01T06:00 or 2026-05-01T06:00:00+08:00"
         ) from None
-    if value.tzinfo is None:
-        value = value.astimezone()
-    return value.astimezone(UTC)
+    try:
+        value = (given if given.tzinfo else given.astimezone()).astimezone(UTC)
+    except (OverflowError, ValueError, OSError):
+        # Year 1 or 9999 shifted by a UTC offset: far outside InfluxDB's times anyway.
+        value = EARLIEST - _US if given.year < 1970 else LATEST + _US
+    if value < EARLIEST:
+        raise QueryInputError(
+            f"{option} {text!r} is before the earliest time InfluxDB stores; {_STORED}"
+        )
+    if value > LATEST:
+        raise QueryInputError(
+            f"{option} {text!r} is after the latest time InfluxDB stores; {_STORED}"
+        )
+    return value
+
+
+def format_duration(span: timedelta) -> str:
+    """``span`` as a user writes a duration (700000d, 36h, 90s), in the largest unit that
+    holds it whole; ``about 14d`` when none does (a --from/--to range)."""
+    units = [(u, _UNIT_S[u]) for u in ("d", "h", "m", "s")]
+    us = span // _US
+    if us % 1_000_000 == 0:
+        seconds = us // 1_000_000
+        for unit, size in units:
+            if seconds % size == 0 and seconds:
+                return f"{seconds // size}{unit}"
+        return "0s"
+    unit, size = next(((u, n) for u, n in units if us >= n * 1_000_000), units[-1])
+    return f"about {round(us / (size * 1_000_000))}{unit}"
+
+
+def _ns(t: datetime) -> int:
+    """ns since the epoch, exactly: ``timestamp()`` is a float, which cannot hold every
+    microsecond of InfluxDB's range."""
+    return (t - _EPOCH) // _US * 1000
 
 
 @dataclass(frozen=True)
@@ -59,11 +140,11 @@ class TimeRange:
 
     @property
     def start_ns(self) -> int:
-        return int(self.start.timestamp() * 1_000_000) * 1000
+        return _ns(self.start)
 
     @property
     def end_ns(self) -> int:
-        return int(self.end.timestamp() * 1_000_000) * 1000
+        return _ns(self.end)
 
 
 def time_range(
@@ -74,7 +155,7 @@ def time_range(
     if since and (start or end):
         raise QueryInputError("give either --since or --from/--to, not both")
     if since:
-        return TimeRange(now - parse_duration(since, "--since"), now)
+        return TimeRange(_since(since, now), now)
     if not start:
         raise QueryInputError("give a time range: --since 24h, or --from T [--to T]")
     begin = parse_time(start, "--from")
@@ -228,8 +309,8 @@ def history(
     windows = (span.end - span.start) / window
     if windows > MAX_WINDOWS:
         raise QueryInputError(
-            f"--every {every} over {span.end - span.start} gives {int(windows)} windows "
-            f"(at most {MAX_WINDOWS}); choose a larger --every"
+            f"--every {every} over {format_duration(span.end - span.start)} gives "
+            f"{int(windows)} windows (at most {MAX_WINDOWS}); choose a larger --every"
         )
     every_ns = int(window.total_seconds()) * 1_000_000_000
     stored, counted = value_fields(client)
