@@ -7,9 +7,10 @@ The ``farmtel`` command. Every subcommand documents its options in ``--help``. E
 import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
+from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from certify import commands as _certify_commands
 from contract.settings import ConfigError, read_toml
@@ -34,11 +35,48 @@ from ingest.cli_options import (
     when,
 )
 
+
+def _summary(command: TyperCommand | TyperGroup) -> str:
+    """The first paragraph of a command's help, on one line."""
+    text = command.short_help or command.help or ""
+    return " ".join(text.split("\n\n")[0].split())
+
+
+class _Command(TyperCommand):
+    """Usage lines with FILE for an argument (typer 0.29 writes {FILE}), and the whole summary in
+    a group's command list (click cuts it at the terminal width with "...")."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if isinstance(param, TyperArgument):
+                name = param.display_name_raw
+                name = name if param.required else f"[{name}]"
+                pieces.append(name if param.nargs == 1 else f"{name}...")
+            else:
+                pieces += param.get_usage_pieces(ctx)
+        return pieces
+
+    def get_short_help_str(self, limit: int = 45) -> str:
+        return _summary(self)
+
+
+class _Group(TyperGroup):
+    """A command group listed, like a command, with its whole summary."""
+
+    def get_short_help_str(self, limit: int = 45) -> str:
+        return _summary(self)
+
+
+# rich_markup_mode=None: help texts print as written (rich markup would take "[ingest]" in
+# "[ingest] registry_path" for a tag and drop it) and click reflows their paragraphs. Typer
+# applies the root's mode to every group and command under it.
 app = typer.Typer(
     help="farmtel: soil and weather telemetry for certified organic plantations.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode=None,
 )
 config_app = typer.Typer(help="Check configuration files.", no_args_is_help=True)
 agent_app = typer.Typer(help="The field agent that runs on a gateway.", no_args_is_help=True)
@@ -73,7 +111,9 @@ ConfigOption = Annotated[
 
 @config_app.command("check")
 def config_check(
-    file: Annotated[Path, typer.Argument(help="The TOML file to check.", show_default=False)],
+    file: Annotated[
+        Path, typer.Argument(metavar="FILE", help="The TOML file to check.", show_default=False)
+    ],
     kind: Annotated[
         ConfigKind,
         typer.Option(help="Which config this is; auto looks for a [gateway] or [ingest] table."),
@@ -440,6 +480,21 @@ def main_callback(
     ] = None,
 ) -> None:
     """farmtel: soil and weather telemetry for certified organic plantations."""
+
+
+def _plain_help(typer_app: typer.Typer) -> None:
+    """Build every command and group under ``typer_app`` with _Command and _Group, those that
+    cli.py, ingest/ and certify/ register alike."""
+    for command in typer_app.registered_commands:
+        if command.cls in (None, TyperCommand):  # typer's default, not a class of its own
+            command.cls = _Command
+    for group in typer_app.registered_groups:
+        group.cls = group.cls or _Group
+        if group.typer_instance:
+            _plain_help(group.typer_instance)
+
+
+_plain_help(app)
 
 
 def main() -> None:

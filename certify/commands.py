@@ -172,7 +172,9 @@ def _export_span(start: str, end: str) -> "TimeRange":
 
 
 def verify(
-    bundle: Annotated[Path, typer.Argument(help="The bundle folder.", show_default=False)],
+    bundle: Annotated[
+        Path, typer.Argument(metavar="BUNDLE", help="The bundle folder.", show_default=False)
+    ],
     pubkey: Annotated[
         Path | None,
         typer.Option(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -22,7 +22,6 @@ from ingest.cli_options import (
     FromOpt,
     OutputFormat,
     PlantationOpt,
-    SinceOpt,
     ToOpt,
     UrlOpt,
     UtcOpt,
@@ -50,6 +49,14 @@ class AlertState(StrEnum):
 alerts_app = typer.Typer(help="Threshold alerts raised by the ingest.", no_args_is_help=True)
 
 
+def _since(default: str) -> Any:
+    """The ``--since`` option of a report that reads the last ``default`` without one."""
+    return typer.Option(
+        help=f"How far back from now: 90s, 15m, 24h, 7d, 4w (default: {default}).",
+        show_default=False,
+    )
+
+
 # -- query summary / gaps ----------------------------------------------------------------------
 
 
@@ -62,7 +69,7 @@ def query_summary(
         str | None,
         typer.Option("--field", help="Only this value, e.g. moisture_pct.", show_default=False),
     ] = None,
-    since: SinceOpt = None,
+    since: Annotated[str | None, _since("24h")] = None,
     start: FromOpt = None,
     end: ToOpt = None,
     config: ConfigOpt = None,
@@ -109,7 +116,7 @@ def query_gaps(
         str | None,
         typer.Option(help="Only this sensor id ('*' is a whole-gateway gap).", show_default=False),
     ] = None,
-    since: SinceOpt = None,
+    since: Annotated[str | None, _since("7d")] = None,
     start: FromOpt = None,
     end: ToOpt = None,
     config: ConfigOpt = None,
