@@ -207,7 +207,9 @@ def keys_new(
         Path, typer.Option(help="File for the new private key (mode 0600).", show_default=False)
     ],
 ) -> None:
-    """Create the organisation's Ed25519 key for sealing exports; prints the public key."""
+    """Create the organisation's Ed25519 key for sealing exports, and OUT.pub beside it.
+
+    OUT.pub is the public key (PEM) to give certifiers; the key id is printed."""
     from certify.orgkey import KeyFileError, new_key_file, public_pem
     from contract.signing import key_id
 

@@ -473,7 +473,18 @@ def _export(
             f"{summary.unbatched_readings} reading(s) have no batch record: verify will "
             "reject the bundle (they were stored before batch records existed?)"
         )
+    if not summary.readings and not summary.gaps:
+        summary.warnings.append(
+            f"the bundle is empty: InfluxDB holds no readings and no gaps of plantation "
+            f"{plantation!r} from {_utc(span.start_ns)} to {_utc(span.end_ns)}; check "
+            "--plantation, --from and --to (local time unless they carry an offset) and "
+            "--database"
+        )
     return summary
+
+
+def _utc(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, UTC).isoformat(timespec="seconds")
 
 
 def _quarantined(

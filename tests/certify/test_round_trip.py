@@ -319,3 +319,21 @@ def test_a_signed_minus_zero_survives_export_and_verify(
     assert math.copysign(1.0, zeros[0]["values"]["temp_c"]) == -1.0
     verdict = verify_bundle(FolderBundle(out), org.public_key())
     assert verdict.ok, verdict.render()
+
+
+def test_an_empty_export_says_so(history: dict[str, object], tmp_path: Path) -> None:
+    """A plantation with nothing stored in the period: the bundle is written (and verifies),
+    but the exporter is told it is empty and what to check."""
+    query = history["query"]
+    assert isinstance(query, InfluxQuery)
+    org = load_org_key(Path(str(history["org"])))
+    plan = GatewayPlan("gw-09", sensors=1)
+    summary = export_bundle(
+        query, "cert-empty", Span(*PERIOD), tmp_path / "e", org, registry_json("cert-empty", [plan])
+    )
+    assert summary.readings == 0 and summary.gaps == 0
+    (warning,) = [w for w in summary.warnings if "empty" in w]
+    assert warning.startswith(
+        "the bundle is empty: InfluxDB holds no readings and no gaps of plantation 'cert-empty'"
+    )
+    assert "check --plantation, --from and --to" in warning
