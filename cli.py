@@ -233,7 +233,13 @@ def query_history(
     ] = None,
     field: Annotated[
         str | None,
-        typer.Option("--field", help="Only this value, e.g. moisture_pct.", show_default=False),
+        typer.Option(
+            "--value",
+            "--field",
+            help="Only this value, by its name, e.g. moisture_pct (not the field, i.e. the plot, "
+            "a reading comes from). --field is this option's old name.",
+            show_default=False,
+        ),
     ] = None,
     since: SinceOpt = None,
     start: FromOpt = None,

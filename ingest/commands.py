@@ -67,7 +67,13 @@ def query_summary(
     ] = None,
     field: Annotated[
         str | None,
-        typer.Option("--field", help="Only this value, e.g. moisture_pct.", show_default=False),
+        typer.Option(
+            "--value",
+            "--field",
+            help="Only this value, by its name, e.g. moisture_pct (not the field, i.e. the plot, "
+            "a reading comes from). --field is this option's old name.",
+            show_default=False,
+        ),
     ] = None,
     since: Annotated[str | None, _since("24h")] = None,
     start: FromOpt = None,

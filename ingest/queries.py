@@ -6,7 +6,7 @@ filter can change the shape of a query.
 """
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from operator import attrgetter
@@ -304,7 +304,7 @@ def history(
         try:
             check_value_name(value)
         except ValueError as err:
-            raise QueryInputError(f"--field: {err}") from None
+            raise QueryInputError(f"--value: {err}") from None
     window = parse_duration(every, "--every")
     windows = (span.end - span.start) / window
     if windows > MAX_WINDOWS:
@@ -319,6 +319,8 @@ def history(
         for m, names in stored.items()
         if value is None or value in names
     }
+    if value is not None:
+        require_stored_value(value, stored)
     if not fields:
         return []
     h0 = -(-span.start_ns // HOUR_NS) * HOUR_NS
@@ -340,6 +342,19 @@ def history(
         rows += _windows(measurement, names, parts, every_ns)
     rows.sort(key=_ROW_ORDER)
     return rows
+
+
+def require_stored_value(value: str, stored: Mapping[str, Iterable[str]]) -> None:
+    """Raise QueryInputError, naming the values there are, unless some measurement of
+    ``stored`` (:func:`value_fields`) holds ``value``; nothing is stored at all is no error
+    (the answer is then simply empty). A manager may give the field, the plot, a reading
+    comes from: this says what the values are called."""
+    known = sorted({n for names in stored.values() for n in names})
+    if known and value not in known:
+        raise QueryInputError(
+            f"--value {value!r}: no reading holds a value of that name; the values stored "
+            f"are {', '.join(known)}"
+        )
 
 
 def value_fields(client: InfluxQuery) -> tuple[dict[str, list[str]], dict[str, list[str]]]:

@@ -14,7 +14,13 @@ from contract.wire import check_value_name
 from ingest.alerts import ALERT_MEASUREMENT
 from ingest.influx import InfluxQuery, quote_ident
 from ingest.mapping import GAP_MEASUREMENT, INTERNAL_PREFIX
-from ingest.queries import BOOKKEEPING_FIELDS, QueryInputError, TimeRange
+from ingest.queries import (
+    BOOKKEEPING_FIELDS,
+    QueryInputError,
+    TimeRange,
+    require_stored_value,
+    value_fields,
+)
 
 
 def _check_value(value: str | None) -> None:
@@ -22,7 +28,7 @@ def _check_value(value: str | None) -> None:
         try:
             check_value_name(value)
         except ValueError as err:
-            raise QueryInputError(f"--field: {err}") from None
+            raise QueryInputError(f"--value: {err}") from None
 
 
 def _where(
@@ -67,6 +73,7 @@ def summary(
     if value is None:
         select = "count(*), min(*), mean(*), max(*)"
     else:
+        require_stored_value(value, value_fields(client)[0])
         q = quote_ident(value)
         select = (
             f"count({q}) AS count_{value}, min({q}) AS min_{value}, "

@@ -30,7 +30,7 @@ P = "hlj-q-001"
         (["--since", "10w", "--every", "1s"], "windows"),
         (["--since", "1h", "--every", "hourly"], "--every 'hourly' is not a duration"),
         (["--since", "1h", "--sensor", "Soil 1"], "--sensor 'Soil 1' must match"),
-        (["--since", "1h", "--field", "Temp;DROP"], "--field"),
+        (["--since", "1h", "--field", "Temp;DROP"], "--value"),
     ],
 )
 def test_history_arguments_that_make_no_sense(args: list[str], needle: str) -> None:

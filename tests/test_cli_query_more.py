@@ -163,6 +163,22 @@ def test_summary_gaps_and_charts_on_real_data(stack: Any, influx_db: str, tmp_pa
     )
     assert plot.returncode == 0, plot.stderr
     assert "gw-1/soil-a moisture_pct (mean)" in plot.stdout
+    # The field (plot) a manager reads in `query latest` is not a value: say what values are.
+    plot_name = run_cli(
+        ["query", "history", "--plantation", P, "--value", "north", "--since", "2h", *db]
+    )
+    assert plot_name.returncode == 2
+    assert plot_name.stderr.strip() == (
+        "error: --value 'north': no reading holds a value of that name; the values stored "
+        "are moisture_pct, temp_c"
+    )
+    summary_of_plot = run_cli(
+        ["query", "summary", "--plantation", P, "--field", "north", "--since", "2h", *db]
+    )
+    assert summary_of_plot.returncode == 2
+    assert "error: --value 'north': no reading holds a value of that name" in (
+        summary_of_plot.stderr
+    )
     assert "gw-1/soil-b moisture_pct (mean)" in plot.stdout
     assert sum(1 for ch in plot.stdout if 0x2801 <= ord(ch) <= 0x28FF) > 50
 
@@ -224,7 +240,7 @@ def _png_facts(data: bytes) -> tuple[int, int, int]:
     ("args", "needle"),
     [
         (["summary", "--since", "abc"], "--since 'abc' is not a duration"),
-        (["summary", "--since", "1h", "--field", "Bad;"], "--field"),
+        (["summary", "--since", "1h", "--field", "Bad;"], "--value"),
         (["summary", "--since", "1h", "--sensor", "Bad Id"], "--sensor 'Bad Id' must match"),
         (["gaps", "--from", "2026-05-02", "--to", "2026-05-01"], "must be after --from"),
         (["gaps", "--since", "1h", "--gateway", "GW 1"], "--gateway 'GW 1' must match"),

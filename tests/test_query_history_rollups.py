@@ -16,7 +16,7 @@ import pytest
 
 from ingest.influx import InfluxQuery, InfluxRejected, InfluxSettings, make_writer
 from ingest.line_protocol import encode_point
-from ingest.queries import ROLLUP_RP, HistoryRow, TimeRange, history
+from ingest.queries import ROLLUP_RP, HistoryRow, QueryInputError, TimeRange, history
 from tests.support.procs import run_cli
 
 P = "hlj-roll-001"
@@ -114,7 +114,8 @@ def test_rollups_built_for_one_value_serve_all_values(stack: Any, influx_db: str
     assert _rows(history(q, P, span, "1h", sensor="soil-b", value="ec_us_cm")) == _rows(
         history(q, P, span, "1h", sensor="soil-b", value="ec_us_cm", rollups=False)
     )
-    assert history(q, P, span, "1h", value="no_such_value") == []
+    with pytest.raises(QueryInputError, match="the values stored are ec_us_cm, moisture_pct"):
+        history(q, P, span, "1h", value="no_such_value")
 
 
 @pytest.mark.integration
