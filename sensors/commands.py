@@ -113,6 +113,16 @@ def build_config(
     for key, text in options.items():
         field = cls.model_fields.get(key)
         raw[key] = parse_option(text, field.annotation) if field is not None else text
+        if isinstance(raw[key], dict) and "" in raw[key].values():
+            problems.append(
+                (
+                    key,
+                    f"--option {key}={text} is a table: give name:value pairs or a TOML "
+                    f"table, e.g. --option '{key}={{ temp_c = [-40, 85] }}'",
+                )
+            )
+    if problems:
+        raise ConfigError(OPTIONS_SOURCE, problems)
     raw["driver"] = driver
     raw["port"] = port
     return validate(cls, raw, OPTIONS_SOURCE)

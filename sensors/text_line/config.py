@@ -71,6 +71,8 @@ class Config(StreamingConfig):
                 return data  # the field validation reports a malformed ranges
             ranges = dict(given)
             for name, bounds in data["limits"].items():
+                if not isinstance(bounds, list | tuple):
+                    continue  # malformed: the limits field reports it, once
                 other: Any = ranges.get(name)
                 both = isinstance(bounds, list | tuple) and isinstance(other, list | tuple)
                 if both and list(other) != list(bounds):

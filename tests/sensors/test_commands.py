@@ -65,6 +65,7 @@ def test_build_config_from_options() -> None:
         ("text_line", {"columns": "a", "port": "/dev/x"}, "port", "--port"),
         ("text_line", {"columns": "Temp"}, "columns", "'Temp'"),
         ("text_line", {}, "columns", "csv"),
+        ("text_line", {"columns": "a", "limits": "x"}, "limits", "--option 'limits={ temp_c"),
     ],
 )
 def test_build_config_errors(driver: str, options: dict[str, str], key: str, words: str) -> None:
@@ -129,3 +130,10 @@ def test_read_device_missing_port(tmp_path: Path) -> None:
 def test_read_device_bad_option_before_touching_the_port() -> None:
     with pytest.raises(ConfigError):
         next(read_device("text_line", "/dev/does-not-exist", {"columns": "A"}, count=1, timeout=1))
+
+
+def test_a_malformed_limits_table_is_one_problem() -> None:
+    """limits also feed ranges; a malformed one was reported under both keys."""
+    with pytest.raises(ConfigError) as info:
+        build_config("text_line", "/dev/ttyUSB0", {"columns": "temp_c", "limits": "temp_c:5"})
+    assert [key for key, _ in info.value.problems] == ["limits.temp_c"]
