@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from certify.orgkey import PUBLIC_KEY_FILE, SEAL_FILE, public_pem, seal_message
@@ -266,6 +267,8 @@ class BagCheck:
     failures: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     info: dict[str, str] = field(default_factory=dict)
+    missing: set[str] = field(default_factory=set)
+    """Files named missing in ``failures`` (verify does not name them again)."""
     payload_ok: bool = False
     """True when every payload file matches the manifest: the files can be read further."""
 
@@ -283,6 +286,7 @@ def check_bag(source: BundleSource, pinned: Ed25519PublicKey | None) -> BagCheck
     for required in ("bagit.txt", "bag-info.txt", MANIFEST, TAGMANIFEST, SEAL_FILE):
         if required not in present:
             fail(f"{required} is missing")
+            check.missing.add(required)
     if "bagit.txt" in present and source.read("bagit.txt") != BAGIT_TXT:
         fail("bagit.txt is not 'BagIt-Version: 1.0' with UTF-8 tag files")
     manifest_bytes = source.read(MANIFEST) if MANIFEST in present else b""
@@ -295,7 +299,9 @@ def check_bag(source: BundleSource, pinned: Ed25519PublicKey | None) -> BagCheck
         if name.startswith("data/"):
             fail(f"{TAGMANIFEST} lists the payload file {name}")
         elif name not in present:
-            fail(f"{TAGMANIFEST} lists {name}, which is missing")
+            if name not in check.missing:
+                fail(f"{TAGMANIFEST} lists {name}, which is missing")
+                check.missing.add(name)
         elif hashlib.sha256(source.read(name)).hexdigest() != digest:
             fail(f"{name} was changed: its sha256 does not match {TAGMANIFEST}")
     for name in TAG_FILES:
@@ -322,6 +328,7 @@ def check_bag(source: BundleSource, pinned: Ed25519PublicKey | None) -> BagCheck
             payload_ok = False
         elif name not in present:
             fail(f"{name} is missing (listed in {MANIFEST})")
+            check.missing.add(name)
             payload_ok = False
         else:
             got, size = sha256_file(source, name)
@@ -337,8 +344,13 @@ def check_bag(source: BundleSource, pinned: Ed25519PublicKey | None) -> BagCheck
     if "bag-info.txt" in present:
         check.info = parse_bag_info(source.read("bag-info.txt"), check.failures)
         oxum = check.info.get("Payload-Oxum")
-        if oxum != f"{total}.{len(manifest)}":
-            fail(f"bag-info.txt Payload-Oxum {oxum} does not match {total}.{len(manifest)}")
+        # When a payload file is missing or changed, that failure is named above: the
+        # octet count would only say it again.
+        if payload_ok and oxum != f"{total}.{len(manifest)}":
+            fail(
+                f"bag-info.txt Payload-Oxum is {oxum}, but the payload holds "
+                f"{total}.{len(manifest)} (bytes.files)"
+            )
 
     _check_seal(source, present, manifest_bytes, tag_bytes, pinned, check)
     check.payload_ok = payload_ok and not check.failures
@@ -384,19 +396,44 @@ def _check_seal(
             pass  # reported by the tag manifest check or irrelevant: the pinned key rules
     if SEAL_FILE not in present or key is None:
         return
+    # The seal's own messages: contract.signing's speak of gateways and batches.
     try:
         text = source.read(SEAL_FILE).decode("ascii")
-        sig = text.strip()
-        # One text per signature: no other spacing, no base64 with stray padding bits.
-        _kid, raw = signing.parse_signature(sig)
-        if text != sig + "\n" or sig.rsplit(":", 1)[1] != base64.b64encode(raw).decode():
-            fail(f"{SEAL_FILE} is not exactly one line 'ed25519:<key id>:<base64>'")
-            return
-        kid = signing.verify(
-            {signing.key_id(key): key}, sig, seal_message(manifest_bytes, tag_bytes)
-        )
-        check.notes.append(f"seal: signed by organisation key {kid}")
     except UnicodeDecodeError:
-        fail(f"{SEAL_FILE} is not ASCII text")
-    except signing.SignatureError as err:
-        fail(f"the organisation's seal ({SEAL_FILE}) does not verify: {err}")
+        fail(f"the organisation's seal {SEAL_FILE} is not ASCII text")
+        return
+    sig = text.strip()
+    try:
+        kid, raw = signing.parse_signature(sig)
+    except signing.SignatureError:
+        kid, raw = "", b""
+    # One text per signature: no other spacing, no base64 with stray padding bits.
+    if not kid or text != sig + "\n" or sig.rsplit(":", 1)[1] != base64.b64encode(raw).decode():
+        fail(
+            f"the organisation's seal {SEAL_FILE} is not exactly one line "
+            "'ed25519:<key id>:<base64 of the 64-byte signature>'"
+        )
+        return
+    want = signing.key_id(key)
+    if kid != want:
+        if pinned is not None:
+            fail(
+                f"the seal was made with key {kid}, not the organisation key you gave "
+                f"({want}): the bundle was not sealed by the holder of that key, or --pubkey "
+                "is not the exporting organisation's key"
+            )
+        else:
+            fail(f"the seal was made with key {kid}, not the key in {PUBLIC_KEY_FILE} ({want})")
+        return
+    try:
+        key.verify(raw, seal_message(manifest_bytes, tag_bytes))
+    except InvalidSignature:
+        fail(
+            f"the seal does not match {MANIFEST} and {TAGMANIFEST}: they were changed after "
+            "sealing (or the seal comes from another bundle)"
+        )
+        return
+    check.notes.append(f"seal: signed by organisation key {kid}")
+    declared = check.info.get("Farmtel-Org-Key-Id")
+    if declared is not None and declared != kid:
+        fail(f"bag-info.txt Farmtel-Org-Key-Id is {declared}, but the seal was made with key {kid}")

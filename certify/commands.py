@@ -196,6 +196,8 @@ def verify(
     except KeyFileError as err:
         fail(str(err), 2)
     verdict = verify_bundle(FolderBundle(bundle), pinned)
+    if verdict.not_a_bundle:  # bad input (e.g. the folder that holds the bundles), not a verdict
+        fail(verdict.failures[0], 2)
     typer.echo(verdict.render(), nl=False)
     if not verdict.ok:
         raise typer.Exit(1)

@@ -11,7 +11,11 @@ chunk by chunk (a few MB of whole lines), in one worker process per CPU:
 - every reading names a batch of the bundle, of its gateway and seq range;
 - each batch's readings (with its quarantined readings) number what its record says, and its
   signature checks over the canonical message (contract/signing.py) rebuilt from them;
-- no gateway seq appears twice (the caller then checks continuity with the seq ranges).
+- no gateway seq appears twice (the caller then checks continuity with the seq ranges);
+- which batches hold readings dated outside the bundle's period, and their seqs (the caller
+  checks that only batches the period cuts do). Only a reading in a second that the period
+  does not wholly hold costs anything for this: the caches of second texts keep only
+  seconds inside the period, so the others take the slow way, which looks at the time.
 
 Anything else, or anything unexpected (a worker that dies, a file that changes under us),
 means "not shown clean": :func:`check_readings` returns None and verify runs the sequential
@@ -82,6 +86,8 @@ class Context:
     batches: dict[str, BatchSpec]
     keys: dict[str, dict[str, bytes]]
     """gateway -> key id -> raw Ed25519 public key (registry.json)."""
+    period: tuple[int, int]
+    """The bundle's period (bag-info.txt), ``[start, end)`` in ns."""
 
 
 @dataclass(slots=True)
@@ -93,6 +99,10 @@ class ChunkResult:
     """batch -> readings, for the batches whole in the chunk and checked there."""
     partial: dict[str, tuple[list[int], list[str]]] = field(default_factory=dict)
     """batch -> (seqs, reading lines) of batches that go on in other chunks."""
+    outside: set[str] = field(default_factory=set)
+    """Batches with a reading dated outside the period."""
+    outside_ranges: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    """gateway -> seq ranges of the chunk's readings dated outside the period."""
     why: str | None = None
     """Why the chunk is not shown clean; None when it is."""
 
@@ -104,6 +114,10 @@ class Summary:
     readings: int
     batches_verified: int
     ranges: dict[str, list[tuple[int, int]]]
+    outside: set[str]
+    """Batches with a reading dated outside the period."""
+    outside_ranges: dict[str, list[tuple[int, int]]]
+    """gateway -> seq ranges of its readings dated outside the period."""
 
 
 class _NotClean(Exception):
@@ -127,6 +141,11 @@ class _Scanner:
         self.value_texts: dict[str, tuple[str, str]] = {}
         self.float_texts: dict[str, bool] = {}
         self.plain_names = not any(_NOT_PLAIN.search(n) for n in ctx.value_names)
+        start, end = ctx.period
+        self.inside_s = (-(-start // _NS), end // _NS)
+        """The seconds the period holds whole: only their texts are cached."""
+        self.away: list[tuple[str, str, int]] = []
+        """``(gateway, batch, seq)`` of the readings dated outside the period (_from_json)."""
 
     def prefix(self, key: tuple[Any, ...]) -> tuple[str, str]:
         """CSV cells up to time_utc, and ``sensor field kind`` of the reading line, for
@@ -149,7 +168,8 @@ class _Scanner:
         text = f"{self.minute_texts.get(minute) or self.minute_text(minute)}{second:02d}"
         if len(self.seconds) > 10_000:
             self.seconds.clear()
-        self.seconds[seconds] = text
+        if self.inside_s[0] <= seconds < self.inside_s[1]:
+            self.seconds[seconds] = text
         return text
 
     def minute_text(self, minute: int) -> str:
@@ -231,9 +251,16 @@ class _Scanner:
         gc_was_on = gc.isenabled()
         gc.disable()  # the rows make no cycles; the collector would only walk them
         try:
+            self.away = []
             lines, opened = self._from_csv(data, csv, last) or self._from_json(data, csv, last)
             result = ChunkResult(lines=lines)
             self._close_batches(opened, result)
+            if self.away:
+                away: dict[str, list[int]] = {}
+                for gateway, batch, seq in self.away:
+                    result.outside.add(batch)
+                    away.setdefault(gateway, []).append(seq)
+                result.outside_ranges = {gw: seq_ranges(seqs) for gw, seqs in away.items()}
         except Exception as err:  # anything unexpected: not shown clean
             return ChunkResult(why=f"{type(err).__name__}: {err}")
         finally:
@@ -355,7 +382,11 @@ class _Scanner:
         """``YYYY-MM-DDTHH:MM:SS`` for the seconds digits of a ts_ns text (ASCII)."""
         if not sec.isdigit() or not sec.isascii() or sec[0] == "0" or len(sec) > 10:
             raise _NotClean(f"ts_ns {sec}... is not a plain positive integer of 10 to 19 digits")
-        minute, second = divmod(int(sec), 60)
+        n = int(sec)
+        if not self.inside_s[0] <= n < self.inside_s[1]:
+            # Outside the period, or on its edge: _from_json looks at each such reading.
+            raise _NotClean("a reading in a second that the period does not hold whole")
+        minute, second = divmod(n, 60)
         out = f"{self.minute_texts.get(minute) or self.minute_text(minute)}{second:02d}"
         if len(self.second_texts) > 10_000:
             self.second_texts.clear()
@@ -380,6 +411,8 @@ class _Scanner:
             self.floats,
         )
         batches = self.ctx.batches
+        start, end = self.ctx.period
+        away = self.away = []
         opened: _Opened = {}
         csv_lines: list[str] = []
         add_csv = csv_lines.append
@@ -395,7 +428,12 @@ class _Scanner:
             if type(clock) is not str or not clock:
                 raise _NotClean("a row has no clock")
             sec, frac = divmod(ts, _NS)
-            if time_utc != f"{seconds.get(sec) or self.second(sec)}.{frac:09d}Z":
+            sec_text = seconds.get(sec)
+            if sec_text is None:  # seconds the period does not hold whole come here each time
+                sec_text = self.second(sec)
+                if not start <= ts < end:
+                    away.append((gateway, batch, seq))
+            if time_utc != f"{sec_text}.{frac:09d}Z":
                 raise _NotClean("a row's time_utc is not its ts_ns")
             cal_cell, cal_word = ("", "-") if cal is None else (cals.get(cal) or self.cal(cal))
             reprs = []
@@ -485,6 +523,8 @@ class _Merger:
         self.verified: set[str] = set()
         self.partial: dict[str, tuple[list[int], list[str]]] = {}
         self.ranges: dict[str, list[tuple[int, int]]] = {}
+        self.outside: set[str] = set()
+        self.outside_ranges: dict[str, list[tuple[int, int]]] = {}
 
     def add(self, r: ChunkResult) -> None:
         if r.why is not None:
@@ -510,14 +550,16 @@ class _Merger:
                 del self.partial[batch]
                 self.scanner.verify(batch, *held)
                 self.verified.add(batch)
-        for gateway, ranges in r.ranges.items():
-            mine = self.ranges.setdefault(gateway, [])
-            mine.extend(ranges)
-            if len(mine) > 64:
-                merged = merge_ranges(mine)
-                if merged is None:
-                    raise _NotClean(f"gateway {gateway}: a seq appears twice")
-                self.ranges[gateway] = merged
+        self.outside |= r.outside
+        for into, add in ((self.ranges, r.ranges), (self.outside_ranges, r.outside_ranges)):
+            for gateway, ranges in add.items():
+                mine = into.setdefault(gateway, [])
+                mine.extend(ranges)
+                if len(mine) > 64:
+                    merged = merge_ranges(mine)
+                    if merged is None:
+                        raise _NotClean(f"gateway {gateway}: a seq appears twice")
+                    into[gateway] = merged
 
     def finish(self) -> Summary:
         for batch, spec in self.scanner.ctx.batches.items():
@@ -528,13 +570,15 @@ class _Merger:
             held = self.partial.pop(batch, ([], []))
             self.scanner.verify(batch, *held)
             self.verified.add(batch)
-        ranges = {}
-        for gateway, mine in self.ranges.items():
-            merged = merge_ranges(mine)
-            if merged is None:
-                raise _NotClean(f"gateway {gateway}: a seq appears twice")
-            ranges[gateway] = merged
-        return Summary(self.readings, len(self.verified), ranges)
+        ranges: dict[str, list[tuple[int, int]]] = {}
+        outside_ranges: dict[str, list[tuple[int, int]]] = {}
+        for into, have in ((ranges, self.ranges), (outside_ranges, self.outside_ranges)):
+            for gateway, mine in have.items():
+                merged = merge_ranges(mine)
+                if merged is None:
+                    raise _NotClean(f"gateway {gateway}: a seq appears twice")
+                into[gateway] = merged
+        return Summary(self.readings, len(self.verified), ranges, self.outside, outside_ranges)
 
 
 @dataclass(frozen=True, slots=True)

@@ -149,4 +149,6 @@ def test_signed_pipeline_history_exports_and_verifies(
     assert sum(b["readings"] for b in batches) == total
     verdict = run_cli(["verify", str(out), "--pubkey", str(pub)])
     assert verdict.returncode == 0, verdict.stdout
-    assert verdict.stdout.startswith(f"VERDICT: VALID. {total} readings")
+    first = verdict.stdout.splitlines()[0]
+    assert first.startswith(f"VERDICT: VALID. Plantation {PLANTATION}, ")
+    assert f"(end excluded): {total} readings in " in first

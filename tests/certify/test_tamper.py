@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from certify.bag import MemoryBundle
 from certify.verify import verify_bundle
+from contract import signing
 from tests.certify.bundles import Built, reseal
 
 Files = dict[str, bytes]
@@ -202,7 +203,6 @@ def forged_gateway_key(rng: random.Random, f: Files, _k: Ed25519PrivateKey) -> F
     reg = orjson.loads(f["data/registry.json"])
     forged = Ed25519PrivateKey.generate()
     from certify.devices import public_key_b64
-    from contract import signing
 
     gw = rng.choice(reg["gateways"])
     gw["keys"] = [
@@ -302,9 +302,14 @@ def test_every_random_change_is_rejected(built: Built) -> None:
 
 
 def test_the_wrong_pinned_key_is_rejected(built: Built) -> None:
-    verdict = verify_bundle(built.memory(), Ed25519PrivateKey.generate().public_key())
+    other = Ed25519PrivateKey.generate().public_key()
+    verdict = verify_bundle(built.memory(), other)
     assert not verdict.ok
-    assert any("seal" in f and "not registered" in f for f in verdict.failures), verdict.failures
+    assert [f for f in verdict.failures if "seal" in f] == [
+        f"the seal was made with key {signing.key_id(built.org_key.public_key())}, not the "
+        f"organisation key you gave ({signing.key_id(other)}): the bundle was not sealed by "
+        "the holder of that key, or --pubkey is not the exporting organisation's key"
+    ], verdict.failures
 
 
 def test_the_verdict_names_each_failure(built: Built) -> None:

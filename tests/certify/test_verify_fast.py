@@ -61,6 +61,9 @@ class Shape:
     a batch's readings out of seq order, quarantined readings."""
     unicode: bool = False
     """A sensor with a non-ASCII name."""
+    edge: bool = True
+    """The period cuts each gateway's first batch: its first reading is dated before it
+    (the chunk holding it is checked the JSON way). False: the period holds every reading."""
 
 
 @dataclass
@@ -176,7 +179,22 @@ def build(tmp: Path, shape: Shape, seed: int = 1) -> Synthetic:
     writer = BagWriter(root)
     for name, data in files.items():
         writer.add_payload(name.removeprefix("data/"), data)
-    writer.finish({"Farmtel-Plantation": PLANT}, org)
+    second = 1_000_000_000
+    period = (
+        START_NS + (second if shape.edge else 0),
+        max(r.ts for r in rows) // second * second + second,
+    )
+    writer.finish(
+        {
+            "Farmtel-Plantation": PLANT,
+            "Farmtel-Period-Start": rfc3339_ns(period[0]),
+            "Farmtel-Period-End": rfc3339_ns(period[1]),
+            "Farmtel-Readings": str(len(rows)),
+            "Farmtel-Batches": str(len(batches)),
+            "Farmtel-Gaps": str(len(gaps)),
+        },
+        org,
+    )
     return Synthetic(
         MemoryBundle.load(FolderBundle(root)).files, org, {p.gateway: p.key for p in plans}
     )
@@ -285,7 +303,7 @@ def test_the_readings_lines_are_the_signed_text(tmp_path: Path) -> None:
             assert seq == r.seq
             one = signing.canonical_message(PLANT, r.gateway, batch, [r], [])  # type: ignore[list-item]
             assert text.encode() == one[len(head) :]
-    plain = build(tmp_path, Shape(odd=False), seed=2)
+    plain = build(tmp_path, Shape(odd=False, edge=False), seed=2)
     fast = verify._FastPath.start(plain.memory())
     assert fast is not None
     scanner = verify_chunks._Scanner(fast.ctx)
