@@ -29,6 +29,7 @@ from agent.outbox import NewReading, Outbox
 from agent.publisher import Publisher
 from agent.scheduler import PortWorker, SensorHealth, group_by_port
 from agent.signer import BatchSigner
+from contract.settings import make_state_dir
 from contract.wire import Gap, Receipt, ReceiptStatus, WireReading, encode_wire_batch
 from sensors.registry import make_driver
 
@@ -107,7 +108,7 @@ class Agent:
             "dead_lettered": 0,
             "gaps": 0,
         }
-        config.gateway.state_dir.mkdir(parents=True, exist_ok=True)
+        make_state_dir(config.gateway.state_dir, "gateway.state_dir")
         self.outbox = Outbox(config.outbox_path(), config.gateway.id, config.outbox.max_bytes)
         if self.outbox.recovered_from is not None:
             log.error(

@@ -213,7 +213,49 @@ def read_secret(path: Path, what: str) -> SecretStr:
             str(path),
             [(what, f"secret file has mode {st.st_mode & 0o777:o}; run: chmod 600 {path}")],
         )
-    return SecretStr(path.read_text(encoding="utf-8").strip())
+    try:
+        return SecretStr(path.read_text(encoding="utf-8").strip())
+    except PermissionError:
+        raise ConfigError(
+            str(path),
+            [
+                (
+                    what,
+                    f"secret file cannot be read by this process (uid {os.geteuid()}; the file "
+                    f"is owned by uid {st.st_uid}, mode {st.st_mode & 0o777:o}): make the user "
+                    "the service runs as its owner, or with systemd's DynamicUser=yes pass it "
+                    "with LoadCredential= (docs/security.md)",
+                )
+            ],
+        ) from None
+    except (OSError, UnicodeDecodeError) as err:
+        reason = err.strerror if isinstance(err, OSError) else "it is not UTF-8 text"
+        raise ConfigError(str(path), [(what, f"secret file cannot be read: {reason}")]) from None
+
+
+def make_state_dir(path: Path, key: str) -> None:
+    """Create the state folder ``path`` (config key ``key``) if needed and check this process
+    may write in it; raise ConfigError saying what to do if not."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(
+            str(path), [(key, f"state folder cannot be created: {err.strerror}")]
+        ) from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        st = path.stat()
+        raise ConfigError(
+            str(path),
+            [
+                (
+                    key,
+                    f"state folder is not writable by this process (uid {os.geteuid()}; it "
+                    f"is owned by uid {st.st_uid}, mode {st.st_mode & 0o777:o}): chown it "
+                    "to the user the service runs as, or let systemd's StateDirectory= "
+                    "create it",
+                )
+            ],
+        )
 
 
 LogLevel = Annotated[str, Field(pattern=r"^(debug|info|warning|error)$")]

@@ -25,6 +25,7 @@ import orjson
 import paho.mqtt.client as mqtt
 
 from contract.mqtt import connect_async, connect_properties, make_client, reason_text
+from contract.settings import make_state_dir
 from contract.topics import (
     parse_seq_share_topic,
     parse_topic,
@@ -111,7 +112,7 @@ class Ingest:
         self.stop_event = threading.Event()
         self.inbox: queue.Queue[Inbound] = queue.Queue()
         self.writer = writer or make_writer(config.influxdb)
-        config.ingest.state_dir.mkdir(parents=True, exist_ok=True)
+        make_state_dir(config.ingest.state_dir, "ingest.state_dir")
         self.dead = DeadLetters(config.deadletter_path())
         self.connected = threading.Event()
         self.counters: dict[str, int] = {

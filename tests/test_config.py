@@ -1,11 +1,15 @@
 """Config files: every problem named with its key, env overrides, and `farmtel config check`."""
 
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from agent.config import load_gateway_config, parse_gateway_config
-from contract.settings import ConfigError
+from contract.settings import ConfigError, make_state_dir, read_secret
 from ingest.config import load_ingest_config, parse_ingest_config
 from tests.support.procs import REPO, run_cli
 
@@ -173,3 +177,66 @@ def test_problems_from_the_environment_name_their_variable(tmp_path: Path) -> No
     assert dict(info.value.problems)["influxdb.url"].endswith(
         "(set by environment variable FARMTEL_INFLUXDB__URL)"
     )
+
+
+def _as_nobody(call: Callable[[], object]) -> str:
+    """Run ``call`` in a child process as uid/gid 65534 (the tests run as root, for whom
+    every file is readable); return the ConfigError text it raised, or "no error"."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: no pytest machinery from here on
+        os.close(read_end)
+        try:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            call()
+            text = "no error"
+        except ConfigError as err:
+            text = str(err)
+        except BaseException as err:  # reported to the parent as text
+            text = f"unexpected {type(err).__name__}: {err}"
+        os.write(write_end, text.encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        out = pipe.read().decode()
+    os.waitpid(pid, 0)
+    return out
+
+
+@pytest.fixture
+def open_dir() -> Iterator[Path]:
+    """A folder others may enter (pytest's tmp_path is 0700, root's)."""
+    path = Path(tempfile.mkdtemp(prefix="farmtel-perm-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
+def test_a_secret_the_service_user_cannot_read_is_a_config_error(open_dir: Path) -> None:
+    """A root-owned 0600 password file under a DynamicUser=yes unit: a traceback before."""
+    secret = open_dir / "farmtel-ingest.password"
+    secret.write_text("s3cret\n")
+    secret.chmod(0o600)
+    text = _as_nobody(lambda: read_secret(secret, "mqtt.password_file"))
+    assert "mqtt.password_file: secret file cannot be read by this process (uid 65534" in text
+    assert "owned by uid 0, mode 600" in text and "LoadCredential=" in text
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
+def test_a_state_dir_the_service_user_cannot_write_is_a_config_error(open_dir: Path) -> None:
+    locked = open_dir / "state"
+    locked.mkdir(mode=0o700)
+    text = _as_nobody(lambda: make_state_dir(locked, "ingest.state_dir"))
+    assert "ingest.state_dir: state folder is not writable by this process (uid 65534" in text
+    missing = open_dir / "ro" / "x"
+    (open_dir / "ro").mkdir(mode=0o755)
+    text = _as_nobody(lambda: make_state_dir(missing, "gateway.state_dir"))
+    assert "gateway.state_dir: state folder cannot be created: Permission denied" in text
+    mine = open_dir / "mine"
+    mine.mkdir()
+    os.chown(mine, 65534, 65534)
+    assert _as_nobody(lambda: make_state_dir(mine / "sub", "ingest.state_dir")) == "no error"
+    assert (mine / "sub").is_dir()
