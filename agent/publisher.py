@@ -15,7 +15,13 @@ from typing import Any
 import orjson
 import paho.mqtt.client as mqtt
 
-from contract.mqtt import connect_async, connect_properties, make_client, reason_text
+from contract.mqtt import (
+    TakeoverWatch,
+    connect_async,
+    connect_properties,
+    make_client,
+    reason_text,
+)
 from contract.settings import MqttSettings
 from contract.topics import receipt_topic, status_topic, telemetry_topic
 from contract.wire import PayloadError, Receipt, decode_receipt
@@ -53,6 +59,8 @@ class Publisher:
         self.last_error = ""
         self.disconnects = 0
         self.publish_failures = 0
+        self._client_id = client_id
+        self._takeover = TakeoverWatch()
         self.client = make_client(settings, client_id)
         self.client.will_set(
             self.status, orjson.dumps({"state": "offline", "reason": "connection lost"}), 1, True
@@ -88,6 +96,7 @@ class Publisher:
             return
         client.subscribe(self.receipts, qos=1)
         self.connected.set()
+        self._takeover.connected()
         self.last_error = ""
         log.info("mqtt connected host=%s port=%s", self.settings.host, self.settings.port)
 
@@ -105,6 +114,10 @@ class Publisher:
             self.disconnects += 1
             self.last_error = f"disconnected: {reason_text(rc)}"
             log.warning("mqtt disconnected reason=%s", reason_text(rc))
+            if self._takeover.lost():
+                who = "a second agent with this gateway.toml, or a copied gateway"
+                self.last_error = self._takeover.hint(self._client_id, who)
+                log.error("%s", self.last_error)
             # Not when we asked for it (stop): reason 0, normal disconnection.
             if self._on_connection_lost is not None and getattr(rc, "is_failure", True):
                 self._on_connection_lost()

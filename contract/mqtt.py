@@ -6,6 +6,8 @@ a persistent session when asked for, and automatic reconnects with backoff.
 """
 
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -20,6 +22,52 @@ log = logging.getLogger(__name__)
 
 class BrokerUnreachable(ConnectionError):
     """The broker could not be reached or refused us; the message says which."""
+
+
+class TakeoverWatch:
+    """Notices a connection the broker keeps closing soon after it opens.
+
+    Mosquitto closes the older of two connections with one client id without a DISCONNECT
+    packet (paho reports "Unspecified error"), so two processes with one client id, or
+    with one broker user under ``use_username_as_clientid``, knock each other off every
+    second or so. :meth:`lost` is True, once per :attr:`WINDOW_S`, when :attr:`TIMES`
+    connections in that window each lasted under :attr:`SHORT_S`: the caller then says
+    what is likely going on.
+    """
+
+    SHORT_S = 10.0
+    WINDOW_S = 120.0
+    TIMES = 3
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self._clock = clock
+        self._since: float | None = None
+        self._short: list[float] = []
+        self._said = float("-inf")
+
+    def connected(self) -> None:
+        self._since = self._clock()
+
+    def lost(self) -> bool:
+        now = self._clock()
+        if self._since is not None and now - self._since < self.SHORT_S:
+            self._short.append(now)
+        self._since = None
+        self._short = [t for t in self._short if now - t < self.WINDOW_S]
+        if len(self._short) >= self.TIMES and now - self._said >= self.WINDOW_S:
+            self._said = now
+            return True
+        return False
+
+    def hint(self, client_id: str, who: str) -> str:
+        """The message for :meth:`lost`; ``who`` names the other likely users of the id."""
+        return (
+            f"the broker closed the connection {len(self._short)} times in "
+            f"{self.WINDOW_S:.0f} s, each time within {self.SHORT_S:.0f} s of connecting: "
+            f"another client probably uses client id {client_id!r} ({who}), or the same "
+            "broker user while the broker sets use_username_as_clientid; give each its own "
+            "(docs/security.md)"
+        )
 
 
 def make_client(

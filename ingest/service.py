@@ -24,7 +24,13 @@ from typing import Any
 import orjson
 import paho.mqtt.client as mqtt
 
-from contract.mqtt import connect_async, connect_properties, make_client, reason_text
+from contract.mqtt import (
+    TakeoverWatch,
+    connect_async,
+    connect_properties,
+    make_client,
+    reason_text,
+)
 from contract.settings import make_state_dir
 from contract.topics import (
     parse_seq_share_topic,
@@ -115,6 +121,7 @@ class Ingest:
         make_state_dir(config.ingest.state_dir, "ingest.state_dir")
         self.dead = DeadLetters(config.deadletter_path())
         self.connected = threading.Event()
+        self._takeover = TakeoverWatch()
         self.counters: dict[str, int] = {
             "messages": 0,
             "batches_stored": 0,
@@ -181,6 +188,7 @@ class Ingest:
         # merging it changes nothing (a union), and after a restart it is what we knew.
         client.subscribe(seq_share_subscription(self.config.ingest.share_group), qos=0)
         self.connected.set()
+        self._takeover.connected()
         log.info("mqtt connected host=%s port=%s", self.config.mqtt.host, self.config.mqtt.port)
 
     def _connect_failed(self, _c: mqtt.Client, _u: Any) -> None:
@@ -193,6 +201,9 @@ class Ingest:
     def _disconnected(self, _c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any = None) -> None:
         if self.connected.is_set():
             log.warning("mqtt disconnected reason=%s", reason_text(rc))
+            if self._takeover.lost():
+                who = "a second ingest, or `farmtel status` run with this ingest.toml"
+                log.error("%s", self._takeover.hint(self.config.client_id(), who))
         self.connected.clear()
 
     def _message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:

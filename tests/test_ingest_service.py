@@ -203,3 +203,30 @@ def test_agent_keeps_collecting_while_the_broker_is_unreachable(stack: Any, tmp_
     with sqlite3.connect(tmp_path / "agent" / "outbox.sqlite") as db:
         stored = db.execute("SELECT count(*) FROM readings").fetchone()[0]
     assert stored >= 100
+
+
+def test_another_client_with_the_ingest_client_id_is_named(
+    stack: Any, influx_db: str, tmp_path: Path
+) -> None:
+    """What `farmtel status` with the ingest's broker user does under
+    use_username_as_clientid, or a second ingest with the same client id: Mosquitto closes
+    the ingest's connection without saying why. After a few, the ingest says what it is."""
+    conf = _ingest_conf(tmp_path, stack, influx_db)
+    ingest = farmtel("ingest", ["ingest", "run", "-c", str(conf)], tmp_path / "ingest.log")
+    try:
+        for n in range(1, 4):
+
+            def connected(times: int = n) -> bool:
+                return ingest.output().count("mqtt connected") >= times
+
+            wait_until(connected, 30, f"connection {n}")
+            TestClient(stack.mqtt_host, stack.mqtt_port, client_id=f"ingest-{influx_db}").close()
+        wait_until(
+            lambda: "another client probably uses client id" in ingest.output(), 30, "the hint"
+        )
+        assert f"client id 'ingest-{influx_db}' (a second ingest, or `farmtel status`" in (
+            ingest.output()
+        )
+        assert ingest.alive()
+    finally:
+        assert ingest.stop() == 0
