@@ -10,10 +10,21 @@ if TYPE_CHECKING:
     from ingest.service import Ingest
 
 
+GAUGES = ("seq_holes",)
+"""``Ingest.counters`` keys that go down as well as up: gauges, not ``_total`` counters
+(a Prometheus counter that falls reads as a restart to ``rate()``)."""
+
+
 def ingest_samples(service: Ingest) -> list[Sample]:
-    """``farmtel_ingest_<counter>_total`` for every ``Ingest.counters`` key, plus gauges."""
+    """``farmtel_ingest_<counter>_total`` for every ``Ingest.counters`` key, plus gauges
+    (:data:`GAUGES` among them, as ``farmtel_ingest_<key>``)."""
     labels = {"client_id": service.config.client_id()}
-    samples = counter_samples("farmtel_ingest", dict(service.counters), labels)
+    counters = dict(service.counters)
+    gauges = {key: counters.pop(key) for key in GAUGES if key in counters}
+    samples = counter_samples("farmtel_ingest", counters, labels)
+    samples += [
+        (f"farmtel_ingest_{key}", "gauge", float(value), labels) for key, value in gauges.items()
+    ]
     samples += [
         ("farmtel_ingest_alerts_fired_total", "counter", float(service.alerts.fired), labels),
         ("farmtel_ingest_alerts_resolved_total", "counter", float(service.alerts.resolved), labels),

@@ -412,11 +412,19 @@ class Ingest:
             return []
         body = "\n".join(chain.from_iterable(d.lines for d in items)).encode()
         backoff = 0.2
+        failed_since: float | None = None
         while True:
             try:
                 self.writer.write(body)
+                if failed_since is not None:
+                    log.warning(
+                        "influxdb available again after %.0f s; the held messages are stored",
+                        time.monotonic() - failed_since,
+                    )
                 return items
             except InfluxUnavailable as err:
+                if failed_since is None:
+                    failed_since = time.monotonic()
                 self._count("write_errors")
                 log.warning("influxdb unavailable error=%s retry_in_s=%.1f", err, backoff)
                 if self.stop_event.wait(backoff):

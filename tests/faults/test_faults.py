@@ -325,6 +325,9 @@ def test_influxdb_down_mid_stream_loses_nothing_and_drains(
     finally:
         rcs = rig.close()
     assert rcs == {"agent": 0, "ingest": 0}
+    # The operator reads when it came back, not only that it was gone.
+    assert "influxdb unavailable" in ingest.output()
+    assert "influxdb available again after" in ingest.output()
     res = rig.reconcile()
     rate = (res.stored - stored_back) / drained
     growth = rss_peak - rss_before
