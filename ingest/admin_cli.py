@@ -107,7 +107,22 @@ def _open(registry: Path | None, config: Path | None, create: bool):  # type: ig
     try:
         return Registry(path, create=create)
     except RegistryError as err:
-        _fail(str(err))
+        hint = ""
+        if registry is None and config is None and not path.exists():
+            hint = (
+                "; that is the default path: if the registry is elsewhere, give "
+                "--registry FILE or -c INGEST.TOML"
+            )
+        _fail(f"{err}{hint}")
+
+
+def _same_registry(registry: Path | None, config: Path | None) -> str:
+    """The options of a `next:` hint that make it use the registry this command used."""
+    import shlex
+
+    if registry is not None:
+        return f" --registry {shlex.quote(str(registry))}"
+    return f" -c {shlex.quote(str(config))}" if config is not None else ""
 
 
 def _guard(fn: Callable[P, R]) -> Callable[P, R]:
@@ -177,7 +192,8 @@ def devices_add(
         f"registered {plantation}/{gateway} (mqtt user {bundle.record.mqtt_username}, "
         f"key {bundle.key_id}) in {reg.path}\n"
         f"bundle: {bundle.path} (secret files mode 0600; add [[sensors]] to gateway.toml)\n"
-        f"next: farmtel broker config --out DIR, then reload mosquitto"
+        f"next: farmtel broker config --out DIR{_same_registry(registry, config)}, then reload "
+        "mosquitto"
     )
 
 
@@ -203,9 +219,12 @@ def devices_rotate(
 ) -> None:
     """New signing key and broker password for a gateway, in a new bundle.
 
-    The old key signs new batches until the grace period ends and stays registered for
-    checking data stored before; the old password stops working when the broker config is
-    rendered again and mosquitto reloaded.
+    The grace period is for the signing key only: the old key signs new batches until it
+    ends and stays registered for checking data stored before. The broker password has no
+    grace: the registry holds only the new one from now on, so the next `farmtel broker
+    config` and mosquitto reload (also one made for another gateway) disconnects the
+    gateway and refuses the old password. Install the new bundle on the gateway first, then
+    render the broker files and reload at once; the gateway keeps its readings meanwhile.
     """
     from ingest.devices import BrokerAddress, rotate_gateway
 
@@ -225,8 +244,13 @@ def devices_rotate(
         )
     typer.echo(
         f"rotated {plantation}/{gateway}: new key {bundle.key_id}, old key(s) sign until "
-        f"{grace} from now\nbundle: {bundle.path}\n"
-        "next: farmtel broker config --out DIR, reload mosquitto, install the bundle"
+        f"{grace} from now (the grace is for the signing key only)\nbundle: {bundle.path}\n"
+        "the broker password changed in the registry now: the next `farmtel broker config` "
+        "and mosquitto reload (made for any gateway) disconnects this gateway and refuses its "
+        "old password\n"
+        "next: install the bundle on the gateway, then at once farmtel broker config "
+        f"--out DIR{_same_registry(registry, config)} and reload mosquitto (the gateway keeps "
+        "its readings until it can log in)"
     )
 
 
@@ -245,8 +269,9 @@ def devices_revoke(
     with _open(registry, config, create=False) as reg:
         reg.revoke(plantation, gateway, reason, actor=actor)
     typer.echo(
-        f"revoked {plantation}/{gateway}\nnext: farmtel broker config --out DIR, then reload "
-        "mosquitto (it also closes the gateway's open session)"
+        f"revoked {plantation}/{gateway}\nnext: farmtel broker config --out DIR"
+        f"{_same_registry(registry, config)}, then reload mosquitto (it also closes the "
+        "gateway's open session)"
     )
 
 
@@ -323,7 +348,16 @@ def devices_export(
     """Print the plantation's registry export (public keys, history) as JSON."""
     import orjson
 
+    from contract.ids import check_ident
+
+    check_ident(plantation, "--plantation")
     with _open(registry, config, create=False) as reg:
+        known = reg.plantations()
+        if plantation not in known:
+            _fail(
+                f"--plantation {plantation!r} is not in the device registry {reg.path} "
+                f"(plantations there: {', '.join(known) or 'none'})"
+            )
         data = reg.export(plantation)
     typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
 
@@ -334,7 +368,7 @@ def broker_config(
     out: Annotated[
         Path,
         typer.Option(
-            help="Folder for passwd, acl (and a new ingest password).", show_default=False
+            help="Folder for passwd, acl (and the ingest's password file).", show_default=False
         ),
     ],
     ingest_user: Annotated[
@@ -343,28 +377,43 @@ def broker_config(
     registry: RegistryOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Render Mosquitto's password file and ACL from the registry.
+    """Render Mosquitto's password file and ACL from the registry (which must exist).
 
     Point mosquitto at them with `password_file DIR/passwd` and `acl_file DIR/acl` (see
-    broker_config/mosquitto.conf) and reload it after every change. The first run also
-    creates the ingest's broker password in DIR/<ingest-user>.password (mode 0600).
+    broker_config/mosquitto-security.conf) and reload it after every change. Replaced files
+    keep their owner and group (when run as root), so a `chown mosquitto:` stays. The
+    first run also creates the ingest's broker password in DIR/<ingest-user>.password
+    (mode 0600); an existing one is never overwritten but registered as it is.
     """
     from ingest.broker_auth import (
-        ensure_ingest_user,
         render_acl,
         render_password_file,
+        setup_ingest_user,
         write_private,
     )
 
-    out.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with _open(registry, config, create=True) as reg:
-        created = ensure_ingest_user(reg, out, ingest_user)
+    with _open(registry, config, create=False) as reg:
+        out.mkdir(parents=True, exist_ok=True, mode=0o700)
+        what, password_file = setup_ingest_user(reg, out, ingest_user)
         write_private(out / "passwd", render_password_file(reg))
         write_private(out / "acl", render_acl(reg))
         live = [g for g in reg.gateways() if g.revoked_at_ns is None]
     typer.echo(f"wrote {out / 'passwd'} and {out / 'acl'} ({len(live)} active gateway(s))")
-    if created is not None:
-        typer.echo(f"created broker user {ingest_user}; its password is in {created} (mode 0600)")
+    if what == "created":
+        typer.echo(
+            f"created broker user {ingest_user}; its password is in {password_file} (mode 0600)"
+        )
+    elif what == "reused":
+        typer.echo(
+            f"registered broker user {ingest_user} with the password already in "
+            f"{password_file} (kept as it is)"
+        )
+    elif what == "mismatch":
+        typer.echo(
+            f"warning: {password_file} does not hold the password the registry has for "
+            f"{ingest_user}; an ingest using that file will be refused by the broker",
+            err=True,
+        )
     typer.echo("next: reload mosquitto (systemctl reload mosquitto, or kill -HUP its pid)")
 
 

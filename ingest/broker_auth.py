@@ -27,6 +27,7 @@ import hashlib
 import hmac
 import os
 import secrets
+import stat
 from pathlib import Path
 
 from contract.topics import SEQ_SHARE_ROOT, TOPIC_ROOT, receipt_topic, status_topic, telemetry_topic
@@ -116,17 +117,39 @@ def render_acl(registry: Registry) -> str:
     return "\n".join(lines)
 
 
+def _keep_owner(fd: int, old: os.stat_result | None, mode: int) -> int:
+    """Give a replacement file the old one's owner and group (as root), and its group read.
+
+    The operator may have handed the file to the broker (``chown mosquitto:``, or
+    ``root:mosquitto`` with mode 0640, docs/security.md); a rewrite that made it root's own
+    again would lock mosquitto out at its next reload. Others never get any access.
+    Returns the mode to give the file.
+    """
+    if old is None:
+        return mode
+    if os.geteuid() == 0:
+        os.fchown(fd, old.st_uid, old.st_gid)
+    if os.fstat(fd).st_gid == old.st_gid:
+        mode |= stat.S_IMODE(old.st_mode) & stat.S_IRGRP
+    return mode
+
+
 def write_private(path: Path, text: str | bytes, mode: int = 0o600) -> None:
     """Write a file that only its owner may read, atomically (temp file + rename).
 
     The file is created with ``mode`` from the start, so the secret is never readable by
-    others, not even for an instant.
+    others, not even for an instant. A file that is replaced keeps its owner and group
+    when we run as root, and its group's read permission (see :func:`_keep_owner`).
     """
     data = text.encode("utf-8") if isinstance(text, str) else text
+    try:
+        old: os.stat_result | None = os.stat(path)
+    except FileNotFoundError:
+        old = None
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     fd = os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, mode)
     try:
-        os.fchmod(fd, mode)
+        os.fchmod(fd, _keep_owner(fd, old, mode))
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -137,17 +160,61 @@ def write_private(path: Path, text: str | bytes, mode: int = 0o600) -> None:
     os.replace(tmp, path)
 
 
-def ensure_ingest_user(registry: Registry, out_dir: Path, username: str) -> Path | None:
-    """Give the ingest a broker password if the registry has none for ``username``.
+class IngestUserError(ValueError):
+    """The ingest's broker password file cannot be used; the message says what to do."""
 
-    Writes it to ``out_dir/<username>.password`` (mode 0600) and returns that path; returns
-    None when the user exists already (its password is not known any more: only its hash
-    is kept).
+
+def setup_ingest_user(registry: Registry, out_dir: Path, username: str) -> tuple[str, Path]:
+    """Make sure the registry has the ingest's broker user; never overwrite its password.
+
+    Returns ``(what, path)`` for ``path = out_dir/<username>.password``, ``what`` being
+
+    - ``"created"``: new user, new random password written to ``path`` (mode 0600);
+    - ``"reused"``: new user in this registry, but ``path`` exists: the ingest that runs
+      may already log in with it, so its password is kept and registered;
+    - ``"registered"``: the registry has the user already (only its hash is kept);
+    - ``"mismatch"``: it has, but ``path`` holds another password (the file is left alone).
     """
-    if username in registry.service_users("ingest"):
-        return None
-    password = new_password()
     path = out_dir / f"{username}.password"
-    write_private(path, password + "\n")
+    existing = path.exists()
+    if username in registry.service_users("ingest"):
+        if existing:
+            try:
+                same = check_password(
+                    _read_password(path), dict(registry.password_entries())[username]
+                )
+            except IngestUserError:
+                same = False
+            if not same:
+                return "mismatch", path
+        return "registered", path
+    password = _read_password(path) if existing else None
+    if password is None:
+        password = new_password()
+        write_private(path, password + "\n")
     registry.set_service_user(username, "ingest", hash_password(password))
-    return path
+    return ("reused" if existing else "created"), path
+
+
+def _read_password(path: Path) -> str:
+    try:
+        password = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as err:
+        raise IngestUserError(f"ingest password file {path} cannot be read: {err}") from None
+    if not password or any(c.isspace() for c in password):
+        raise IngestUserError(
+            f"ingest password file {path} does not hold one password (it is empty or has "
+            "spaces or several lines); fix it, or move it away to have a new one made"
+        )
+    return password
+
+
+def ensure_ingest_user(registry: Registry, out_dir: Path, username: str) -> Path | None:
+    """Give the ingest a broker user if the registry has none for ``username``.
+
+    Returns the password file when the registry gained the user (a new password, or the
+    one already in ``out_dir/<username>.password``: it is never overwritten); None when the
+    user existed. See :func:`setup_ingest_user`.
+    """
+    what, path = setup_ingest_user(registry, out_dir, username)
+    return path if what in ("created", "reused") else None

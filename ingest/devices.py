@@ -26,7 +26,14 @@ from contract.ids import check_ident
 from contract.signing import key_id
 from ingest.broker_auth import hash_password, new_password, password_fingerprint, write_private
 from ingest.pki import CA_CERT, Issued, PkiError, issue, load_ca
-from ingest.registry import DEFAULT_GRACE_NS, GatewayRecord, Registry, RegistryError, mqtt_username
+from ingest.registry import (
+    DEFAULT_GRACE_NS,
+    GatewayRecord,
+    Registry,
+    RegistryError,
+    mqtt_username,
+    revoked_reason,
+)
 
 PASSWORD_FILE = "mqtt.password"
 SIGNING_KEY_FILE = "signing.key"
@@ -172,7 +179,13 @@ def add_gateway(
     """
     check_ident(plantation, "--plantation")
     check_ident(gateway, "--gateway")
-    if registry.gateway(plantation, gateway) is not None:
+    existing = registry.gateway(plantation, gateway)
+    if existing is not None and existing.revoked_at_ns is not None:
+        raise RegistryError(
+            f"gateway {plantation}/{gateway} cannot be registered again: "
+            + revoked_reason(existing.revoked_at_ns)
+        )
+    if existing is not None:
         raise RegistryError(
             f"gateway {plantation}/{gateway} is already registered; use `farmtel devices "
             "rotate` for new credentials"
@@ -214,7 +227,13 @@ def rotate_gateway(
     install_dir: Path | None = None,
     actor: str | None = None,
 ) -> Bundle:
-    """New signing key and broker password in a new bundle; see :meth:`Registry.rotate`."""
+    """New signing key and broker password in a new bundle; see :meth:`Registry.rotate`.
+
+    Only the signing key has a grace period. The registry keeps just the new password's
+    hash, and Mosquitto takes one hash per user (a second line for the same user replaces
+    the first), so the old password works until the broker files are next rendered and
+    mosquitto reloaded, and not a moment longer.
+    """
     check_ident(plantation, "--plantation")
     check_ident(gateway, "--gateway")
     record = registry.gateway(plantation, gateway)

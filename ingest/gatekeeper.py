@@ -38,7 +38,7 @@ from contract.signing import (
     wire_batch_message,
 )
 from contract.wire import Batch, Gap, WireReading
-from ingest.registry import GatewayRecord, Registry, RegistryError
+from ingest.registry import GatewayRecord, Registry, RegistryError, iso_utc
 
 log = logging.getLogger(__name__)
 
@@ -171,10 +171,10 @@ class Gatekeeper:
                 + (hint if elsewhere else ""),
             )
         now = self._clock()
-        if record.revoked_at(now):
+        if record.revoked_at(now) and record.revoked_at_ns is not None:
             raise BatchRefused(
                 "revoked_gateway",
-                f"gateway {plantation}/{gateway} was revoked at {record.revoked_at_ns} ns",
+                f"gateway {plantation}/{gateway} was revoked at {iso_utc(record.revoked_at_ns)}",
             )
         keys = record.active_keys(now)
         try:

@@ -34,6 +34,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +133,20 @@ def mqtt_username(plantation: str, gateway: str) -> str:
     files (no ``:``, ``#``, ``+``, ``/`` or space).
     """
     return f"{check_ident(plantation, 'plantation id')}.{check_ident(gateway, 'gateway id')}"
+
+
+def iso_utc(ns: int) -> str:
+    """A registry time for messages people read: ``2026-11-30T10:22:09Z`` (UTC, seconds)."""
+    return datetime.fromtimestamp(ns // 10**9, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def revoked_reason(revoked_at_ns: int) -> str:
+    """Why a revoked gateway id cannot be registered, rotated or used again."""
+    return (
+        f"it was revoked at {iso_utc(revoked_at_ns)}, and a revoked gateway id is never used "
+        "again (its keys stay registered to check the data it stored); register the gateway "
+        "under a new --gateway id"
+    )
 
 
 def default_actor() -> str:
@@ -310,9 +325,16 @@ class Registry:
         now, who = now_ns or time.time_ns(), actor or default_actor()
         kid = key_id(public_key)
         with self._tx() as db:
-            if db.execute(
-                "SELECT 1 FROM gateways WHERE plantation = ? AND id = ?", (plantation, gateway)
-            ).fetchone():
+            row = db.execute(
+                "SELECT revoked_at_ns FROM gateways WHERE plantation = ? AND id = ?",
+                (plantation, gateway),
+            ).fetchone()
+            if row is not None and row[0] is not None:
+                raise RegistryError(
+                    f"gateway {plantation}/{gateway} cannot be registered again: "
+                    + revoked_reason(int(row[0]))
+                )
+            if row is not None:
                 raise RegistryError(
                     f"gateway {plantation}/{gateway} is already registered; use "
                     "`farmtel devices rotate` for new credentials, or choose another gateway id"
@@ -440,10 +462,10 @@ class Registry:
                 f"cannot {action} gateway {plantation}/{gateway}: it is not registered "
                 f"in {self.path}"
             )
-        if record.revoked_at(now):
+        if record.revoked_at_ns is not None and record.revoked_at(now):
             raise RegistryError(
-                f"cannot {action} gateway {plantation}/{gateway}: it was revoked; register a "
-                "new gateway id instead"
+                f"cannot {action} gateway {plantation}/{gateway}: "
+                + revoked_reason(record.revoked_at_ns)
             )
         return record
 
@@ -561,6 +583,12 @@ class Registry:
             if record is not None:
                 out.append(record)
         return out
+
+    def plantations(self) -> list[str]:
+        """Every plantation the registry knows (it got a gateway or a field)."""
+        with self._lock:
+            rows = self._db.execute("SELECT id FROM plantations ORDER BY id").fetchall()
+        return [str(r[0]) for r in rows]
 
     def plantations_of(self, gateway: str) -> list[str]:
         """Plantations that have a gateway with this id (for clearer refusal messages)."""
