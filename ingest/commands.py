@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -31,6 +31,9 @@ from ingest.cli_options import (
     time_span,
     when,
 )
+
+if TYPE_CHECKING:
+    from ingest.status import IngestStatus
 
 NEEDS_ATTENTION = 3
 
@@ -248,7 +251,9 @@ def status(
         bool,
         typer.Option(
             "--influx/--no-influx",
-            help="Also read farmtel_agent/farmtel_ingest points from InfluxDB.",
+            help="Also read farmtel_agent/farmtel_ingest points from InfluxDB (one that does "
+            "not answer then needs attention). --no-influx: the broker alone; ingests and "
+            "dead-lettered batches are not checked.",
         ),
     ] = True,
     wait: Annotated[
@@ -268,31 +273,60 @@ def status(
             "--allow-unsynced-clock", help="Do not count a clock other than synced as a problem."
         ),
     ] = False,
+    ingest_late_after: Annotated[
+        float,
+        typer.Option(
+            min=1,
+            help="An ingest whose last farmtel_ingest point is older than this many of its "
+            "report intervals ([ingest] metrics_interval), and at least 10 s, needs attention.",
+        ),
+    ] = 3.0,
+    dead_letter_window: Annotated[
+        float,
+        typer.Option(
+            min=60,
+            max=7 * 86_400,
+            help="Seconds back to look for dead-lettered batches: a gateway with any in that "
+            "window needs attention.",
+        ),
+    ] = 3600.0,
     fmt: Annotated[StatusFormat, typer.Option("--format", "-f", help="Output format.")] = (
         StatusFormat.table
     ),
     utc: UtcOpt = False,
 ) -> None:
-    """Every gateway: online/offline, last seen, outbox backlog, clock, failing sensors.
+    """Every gateway: online/offline, last seen, outbox backlog, clock, failing sensors,
+    dead-lettered batches; every ingest: last report, dead letters; and InfluxDB.
 
     "batch" is how many readings a new batch may take now: the gateway's outbox.batch_size
     setting, or less after it lost connections with batches in flight (a poor link).
 
+    "dead_lettered" is NEW/ALL: batches of the gateway the ingest refused (revoked key,
+    malformed batch ...) within --dead-letter-window, and since its agent started. The
+    agent's counter only grows, so attention goes by NEW, the counter now less its value in
+    the newest farmtel_agent point from before the window ("-" when InfluxDB has none with
+    it): one bad batch needs attention for one window, a revoked key until it is fixed.
+
     Exit code 0 when all is well, 3 when something needs attention (offline, stale status,
-    old backlog, clock not synced, failing sensor, no gateway found), 1 when the broker
-    cannot be asked, 2 for bad options.
+    old backlog, clock not synced, failing sensor, dead-lettered batches, no gateway found,
+    an ingest that stopped reporting, InfluxDB not answering), 1 when the broker cannot be
+    asked, 2 for bad options.
     """
     import orjson
 
     from contract.settings import MqttSettings
-    from ingest.influx import InfluxError, InfluxQuery
+    from ingest.influx import InfluxError, InfluxQuery, redact_url
     from ingest.status import (
+        InfluxState,
         StatusUnavailable,
         Thresholds,
+        agent_dead_lettered_before,
         agent_points,
         collect_retained,
         combine,
+        influx_problem,
         ingest_points,
+        judge_ingest,
         status_filter,
     )
     from ingest.tabular import render
@@ -312,33 +346,48 @@ def status(
         max_backlog_age_s=max_backlog_age,
         stale_after_s=stale_after,
         require_synced_clock=not allow_unsynced_clock,
+        ingest_late_after=ingest_late_after,
+        dead_letter_window_s=dead_letter_window,
     )
     try:
         retained = collect_retained(mqtt_settings, plantation, wait_s=wait)
     except (StatusUnavailable, ConfigError) as err:
         fail(str(err))
     from_influx = {}
+    dead_before = None
     ingests = []
+    influx = InfluxState(redact_url(cfg.influxdb.url), cfg.influxdb.target, use_influx)
     if use_influx:
         try:
             client = InfluxQuery(cfg.influxdb)
             from_influx = agent_points(client, plantation)
-            ingests = ingest_points(client)
+            dead_before = agent_dead_lettered_before(client, plantation, dead_letter_window)
+            ingests = ingest_points(client, dead_letter_window)
         except (InfluxError, ValueError, ConfigError) as err:
-            typer.echo(f"warning: InfluxDB not consulted: {err}", err=True)
+            # Not a warning: what only InfluxDB knows (ingests, dead letters) goes unchecked.
+            influx.problem = influx_problem(cfg.influxdb.url, err)
+            dead_before = None
     now = time.time_ns()
-    rows = combine(retained, from_influx, now, limits)
-    attention = any(r.problems for r in rows) or not rows
+    rows = combine(retained, from_influx, now, limits, dead_before)
+    for i in ingests:
+        judge_ingest(i, now, limits)
+    attention = (
+        any(r.problems for r in rows)
+        or not rows
+        or any(i.problems for i in ingests)
+        or influx.problem is not None
+    )
     if fmt is StatusFormat.json:
         doc = {
             "attention": attention,
             "gateways": [r.as_dict() for r in rows],
-            "ingests": [i.__dict__ for i in ingests],
+            "ingests": [i.as_dict() for i in ingests],
+            "influxdb": influx.as_dict(),
         }
         typer.echo(orjson.dumps(doc).decode())
     else:
         cols = ["plantation", "gateway", "state", "last_seen", "outbox", "oldest_s", "inflight",
-                "batch", "clock", "failing", "attention"]  # fmt: skip
+                "batch", "clock", "failing", "dead_lettered", "attention"]  # fmt: skip
         out = [
             [
                 r.plantation,
@@ -351,6 +400,7 @@ def status(
                 r.batch_limit,
                 r.clock or "-",
                 ",".join(r.failing_sensors) or "-",
+                _new_of_all(r.dead_lettered_recent, r.dead_lettered),
                 "; ".join(r.problems) or "ok",
             ]
             for r in rows
@@ -358,12 +408,9 @@ def status(
         if out:
             typer.echo(render(cols, out, "table"), nl=False)
         for i in ingests:
-            age = (now - i.last_seen_ns) / 1e9
-            typer.echo(
-                f"ingest {i.client_id} on {i.host}: last report {age:.0f} s ago, "
-                f"{int(i.fields.get('readings_stored', 0))} readings stored, "
-                f"{int(i.fields.get('inbox', 0))} in its inbox"
-            )
+            typer.echo(_ingest_line(i, now, dead_letter_window))
+        if influx.problem is not None:
+            typer.echo(f"attention: {influx.problem}")
     if not rows:
         where = f"plantation {plantation}" if plantation else "any plantation"
         typer.echo(
@@ -371,6 +418,32 @@ def status(
             err=True,
         )
     raise typer.Exit(NEEDS_ATTENTION if attention else 0)
+
+
+def _ingest_line(i: IngestStatus, now_ns: int, window_s: float) -> str:
+    """One ingest under the table: when it last reported, what it did, what is wrong."""
+    age = f"{(now_ns - i.last_seen_ns) / 1e9:.0f} s ago"
+    text = (
+        f"ingest {i.client_id} on {i.host}: "
+        + (f"stopped cleanly {age}, " if i.fields.get("stopped") else "")
+        + f"last report {age} (every {i.report_interval_s:g} s), "
+        f"{int(i.fields.get('readings_stored', 0))} readings stored, "
+        f"{int(i.fields.get('inbox', 0))} in its inbox"
+    )
+    if "dead_letters" in i.fields:
+        text += f", {int(i.fields['dead_letters'])} dead letters"
+        if i.dead_letters_recent is not None:
+            text += f" ({i.dead_letters_recent} in the last {window_s:g} s)"
+    if i.problems:
+        text += "; attention: " + "; ".join(i.problems)
+    return text
+
+
+def _new_of_all(new: int | None, total: int | None) -> str:
+    """The dead_lettered cell: NEW/ALL, "-" for what is not known."""
+    if total is None:
+        return "-"
+    return f"{'-' if new is None else new}/{total}"
 
 
 def register(app: typer.Typer, query_app: typer.Typer) -> None:

@@ -4,11 +4,13 @@
   seconds; tags ``host``, ``client_id``; integer fields: the ingest's cumulative counters
   (messages, batches_stored, readings_stored, gaps_stored, duplicates, seq_holes (a gauge),
   quarantined, dead_letters, write_errors, write_retries, redeliveries), ``inbox`` (messages
-  received and not yet written) and ``rss_bytes``.
+  received and not yet written), ``rss_bytes`` and ``metrics_interval_ms`` (how often it
+  writes this point: ``farmtel status`` tells a dead ingest by the points it missed).
 - ``farmtel_agent``: one point per status message a gateway publishes (retained, every
   ``[status] interval``); tags ``plantation``, ``gateway``; fields outbox_readings,
   outbox_oldest_age_s, inflight_batches, batch_limit, readings_in, readings_acked, batches_sent,
-  batches_resent, receipts, dropped, gaps, state; time = the status's own ``ts``.
+  batches_resent, receipts, dead_lettered, dropped, gaps, state; time = the status's own
+  ``ts``.
 
 Metrics are best effort: a point that cannot be written while InfluxDB is down is dropped
 (and counted in ``metric_write_errors`` of the next ingest point), never retried ahead of
@@ -47,6 +49,7 @@ _AGENT_COUNTERS = (
     "batches_sent",
     "batches_resent",
     "receipts",
+    "dead_lettered",
     "gaps",
 )
 
@@ -177,15 +180,20 @@ class SelfMetrics:
         fields["rss_bytes"] = rss_bytes()
         fields["metric_write_errors"] = self.write_errors
         fields["bad_status"] = self.bad_status
+        fields["metrics_interval_ms"] = round(self.config.ingest.metrics_interval * 1000)
         return fields
 
-    def flush(self) -> None:
-        """Write the ingest point and the parked agent points once; drop them on failure."""
+    def flush(self, final: bool = False) -> None:
+        """Write the ingest point and the parked agent points once; drop them on failure.
+
+        The ``final`` point (a clean stop) carries ``stopped=1``: `farmtel status` then knows
+        the ingest was stopped on purpose (scaled down, upgraded), not lost."""
         with self._lock:
             agents, self._agents = list(self._agents.values()), {}
-        lines = [
-            ingest_line(self.host, self.config.client_id(), self.ingest_fields(), time.time_ns())
-        ]
+        fields = self.ingest_fields()
+        if final:
+            fields["stopped"] = 1
+        lines = [ingest_line(self.host, self.config.client_id(), fields, time.time_ns())]
         try:
             self.writer.write("\n".join(lines + agents).encode())
         except InfluxError as err:
@@ -206,4 +214,4 @@ class SelfMetrics:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
-            self.flush()
+            self.flush(final=True)

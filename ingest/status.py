@@ -8,8 +8,16 @@ points of gateways whose retained message is gone, and the ``farmtel_ingest`` po
 say whether the ingest processes are alive (see ingest/selfmetrics.py).
 
 A gateway *needs attention* when it is offline, its status is stale, its outbox holds
-readings older than a threshold, its clock is not synced, or a sensor is failing or silent.
-The CLI turns that into a non-zero exit code for cron and monitoring.
+readings older than a threshold, its clock is not synced, a sensor is failing or silent, or
+the ingest dead-lettered one of its batches lately. An ingest needs attention when its last
+``farmtel_ingest`` point is older than a few of its report intervals, and so does InfluxDB
+when it does not answer (then none of the above that only it knows can be checked). The CLI
+turns that into a non-zero exit code for cron and monitoring.
+
+Dead-lettered batches: the agent's ``dead_lettered`` counter only grows (until the agent
+restarts), so one bad batch would keep the exit code at 3 for good. What needs attention is
+an *increase* within ``--dead-letter-window``: the counter now (retained status, else the
+newest ``farmtel_agent`` point) less its value in the newest point from before the window.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -26,11 +35,15 @@ from contract.ids import check_ident
 from contract.mqtt import connect_properties, make_client, reason_text
 from contract.settings import MqttSettings
 from contract.topics import TOPIC_ROOT, parse_topic
-from ingest.influx import InfluxQuery, InfluxQueryError, Series
+from ingest.influx import InfluxError, InfluxQuery, InfluxQueryError, Series, redact_url
 
 AGENT_MEASUREMENT = "farmtel_agent"
 INGEST_MEASUREMENT = "farmtel_ingest"
 FAILING_SENSOR_STATES = ("failing", "silent")
+INGEST_LATE_MIN_S = 10.0
+"""An ingest is never late sooner than this: clocks of two hosts differ, writes take time."""
+DEFAULT_INGEST_INTERVAL_S = 10.0
+"""``[ingest] metrics_interval`` by default, for an ingest whose points do not say theirs."""
 
 
 class StatusUnavailable(ConnectionError):
@@ -47,6 +60,11 @@ class Thresholds:
     """An "online" status older than this (the agent publishes every 30 s by default)."""
     require_synced_clock: bool = True
     """A clock other than ``synced`` needs attention."""
+    ingest_late_after: float = 3.0
+    """An ingest whose last point is older than this many of its report intervals (and
+    :data:`INGEST_LATE_MIN_S`) needs attention."""
+    dead_letter_window_s: float = 3600.0
+    """A gateway with a batch dead-lettered within this many seconds needs attention."""
 
 
 @dataclass
@@ -64,6 +82,11 @@ class GatewayStatus:
     """Readings a new batch may take now: ``[outbox] batch_size``, less after lost connections."""
     failing_sensors: list[str] = field(default_factory=list)
     source: str = "broker"
+    dead_lettered: int | None = None
+    """Batches the ingest dead-lettered (refused) for this gateway since its agent started."""
+    dead_lettered_recent: int | None = None
+    """Of those, how many within the window; None when that cannot be known (no InfluxDB,
+    or its points from before the window do not carry the counter)."""
     problems: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -76,6 +99,47 @@ class IngestStatus:
     host: str
     last_seen_ns: int
     fields: dict[str, float]
+    report_interval_s: float = DEFAULT_INGEST_INTERVAL_S
+    """Its ``[ingest] metrics_interval``: from its point, else the gap between its last two."""
+    dead_letters_recent: int | None = None
+    """Messages it dead-lettered within the window (all plantations), None when unknown."""
+    problems: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class InfluxState:
+    """Whether InfluxDB was asked, and why its answer is missing."""
+
+    url: str
+    database: str
+    consulted: bool
+    problem: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def utc_text(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def influx_problem(url: str, err: Exception) -> str:
+    """One line for the table and JSON: which InfluxDB, and what went wrong."""
+    where = redact_url(url)
+    text = str(err)
+    prefix = f"InfluxDB at {where} "
+    detail = text[len(prefix) :] if text.startswith(prefix) else text
+    if isinstance(err, InfluxError) and err.status is None:
+        unreached = "could not be reached for "  # ingest/influx.py _transport_error
+        if detail.startswith(unreached):
+            return f"{prefix}did not answer {detail[len(unreached) :]}"
+        return f"{prefix}did not answer: {detail}"
+    if isinstance(err, InfluxError):
+        return f"{prefix}could not be queried: {detail}"
+    return f"{prefix}not consulted: {detail}"
 
 
 def status_filter(plantation: str | None) -> str:
@@ -201,6 +265,9 @@ def assess(
         for sid, health in sensors.items()
         if isinstance(health, dict) and health.get("state") in FAILING_SENSOR_STATES
     )
+    counters = raw.get("counters") if isinstance(raw.get("counters"), dict) else {}
+    assert isinstance(counters, dict)
+    row.dead_lettered = _whole(counters.get("dead_lettered"))
     judge(row, now_ns, limits)
     return row
 
@@ -233,6 +300,40 @@ def judge(row: GatewayStatus, now_ns: int, limits: Thresholds) -> None:
             row.problems.append(f"clock {row.clock}")
         if row.failing_sensors:
             row.problems.append("failing sensor(s): " + ", ".join(row.failing_sensors))
+
+
+def judge_dead_letters(row: GatewayStatus, limits: Thresholds) -> None:
+    """Batches refused lately: a revoked key, a bad signature, a malformed batch; their
+    readings are not stored (the gateway deleted them on the receipt)."""
+    if row.dead_lettered_recent:
+        row.problems.append(
+            f"{row.dead_lettered_recent} batch(es) dead-lettered by the ingest in the last "
+            f"{limits.dead_letter_window_s:g} s (--dead-letter-window; {row.dead_lettered} since "
+            "the agent started); the ingest's deadletter.sqlite says why"
+        )
+
+
+def judge_ingest(ingest: IngestStatus, now_ns: int, limits: Thresholds) -> None:
+    """An ingest that missed reports: dead, hung, or unable to write to InfluxDB. One whose
+    last point says it stopped cleanly (``stopped``) was stopped on purpose: no problem."""
+    if ingest.fields.get("stopped"):
+        return
+    interval = ingest.report_interval_s
+    late_after = max(limits.ingest_late_after * interval, INGEST_LATE_MIN_S)
+    age_s = (now_ns - ingest.last_seen_ns) / 1e9
+    if age_s > late_after:
+        ingest.problems.append(
+            f"no report for {age_s:.0f} s, since {utc_text(ingest.last_seen_ns)} (it reports "
+            f"every {interval:g} s; late after {late_after:g} s: --ingest-late-after "
+            f"{limits.ingest_late_after:g} intervals, at least {INGEST_LATE_MIN_S:g} s)"
+        )
+
+
+def increase(now: int | None, before: int | None) -> int | None:
+    """How much a counter that only grows (and restarts at 0) grew since ``before``."""
+    if now is None or before is None:
+        return None
+    return now if now < before else now - before
 
 
 def _query_or_nothing(
@@ -278,16 +379,73 @@ def agent_points(
             inflight_batches=_whole(rec.get("inflight_batches")),
             batch_limit=_whole(rec.get("batch_limit")),
             source="influxdb",
+            dead_lettered=_whole(rec.get("dead_lettered")),
         )
     return out
 
 
-def ingest_points(client: InfluxQuery) -> list[IngestStatus]:
-    """The newest ``farmtel_ingest`` point of every ingest process (last 30 days)."""
+def counters_before(
+    client: InfluxQuery,
+    measurement: str,
+    counter: str,
+    always: str,
+    tags: tuple[str, str],
+    window_s: float,
+    plantation: str | None = None,
+) -> dict[tuple[str, str], int | None]:
+    """``counter`` in the newest point of each series from before the window (30 days back).
+
+    ``always`` is a field every point has: a point without ``counter`` (written before the
+    counter was) maps to None, "not known", rather than being skipped for an older one.
+    """
+    where = f"time <= now() - {int(window_s)}s AND time > now() - 30d"
+    params: dict[str, str | int | float] = {}
+    if plantation is not None:
+        where += ' AND "plantation" = $plantation'
+        params["plantation"] = plantation
+    series = _query_or_nothing(
+        client,
+        f'SELECT "{counter}", "{always}" FROM "{measurement}" WHERE {where} '
+        f'GROUP BY "{tags[0]}", "{tags[1]}" ORDER BY time DESC LIMIT 1',
+        params,
+    )
+    out = {}
+    for s in series:
+        if s.values:
+            rec = dict(zip(s.columns, s.values[0], strict=True))
+            out[(s.tags.get(tags[0], ""), s.tags.get(tags[1], ""))] = _whole(rec.get(counter))
+    return out
+
+
+def agent_dead_lettered_before(
+    client: InfluxQuery, plantation: str | None, window_s: float
+) -> dict[tuple[str, str], int | None]:
+    """Each gateway's ``dead_lettered`` just before the window, by (plantation, gateway)."""
+    return counters_before(
+        client,
+        AGENT_MEASUREMENT,
+        "dead_lettered",
+        "state",
+        ("plantation", "gateway"),
+        window_s,
+        plantation,
+    )
+
+
+def ingest_points(client: InfluxQuery, window_s: float | None = None) -> list[IngestStatus]:
+    """The newest ``farmtel_ingest`` point of every ingest process (last 30 days), its report
+    interval, and (with ``window_s``) the messages it dead-lettered within that window."""
     series = _query_or_nothing(
         client,
         f'SELECT * FROM "{INGEST_MEASUREMENT}" WHERE time > now() - 30d '
-        'GROUP BY "client_id", "host" ORDER BY time DESC LIMIT 1',
+        'GROUP BY "client_id", "host" ORDER BY time DESC LIMIT 2',
+    )
+    before = (
+        {}
+        if window_s is None
+        else counters_before(
+            client, INGEST_MEASUREMENT, "dead_letters", "messages", ("client_id", "host"), window_s
+        )
     )
     out = []
     for s in series:
@@ -295,14 +453,24 @@ def ingest_points(client: InfluxQuery) -> list[IngestStatus]:
             continue
         rec = dict(zip(s.columns, s.values[0], strict=True))
         nums = {k: v for k, v in ((k, _num(v)) for k, v in rec.items() if k != "time")}
-        out.append(
-            IngestStatus(
-                client_id=s.tags.get("client_id", ""),
-                host=s.tags.get("host", ""),
-                last_seen_ns=int(rec["time"]),
-                fields={k: v for k, v in nums.items() if v is not None},
-            )
+        fields = {k: v for k, v in nums.items() if v is not None}
+        ingest = IngestStatus(
+            client_id=s.tags.get("client_id", ""),
+            host=s.tags.get("host", ""),
+            last_seen_ns=int(rec["time"]),
+            fields=fields,
         )
+        if fields.get("metrics_interval_ms"):
+            ingest.report_interval_s = fields["metrics_interval_ms"] / 1000
+        elif len(s.values) > 1:  # an older ingest: its points do not say
+            gap_s = (int(rec["time"]) - int(s.values[1][s.columns.index("time")])) / 1e9
+            ingest.report_interval_s = max(1.0, round(gap_s, 1))
+        if window_s is not None:
+            # No point from before the window: it started within the window.
+            ingest.dead_letters_recent = increase(
+                _whole(fields.get("dead_letters")), before.get((ingest.client_id, ingest.host), 0)
+            )
+        out.append(ingest)
     return sorted(out, key=lambda i: i.client_id)
 
 
@@ -311,14 +479,30 @@ def combine(
     from_influx: dict[tuple[str, str], GatewayStatus],
     now_ns: int,
     limits: Thresholds,
+    dead_before: dict[tuple[str, str], int | None] | None = None,
 ) -> list[GatewayStatus]:
-    """Broker status first; a gateway only InfluxDB knows shows as ``unknown``."""
+    """Broker status first; a gateway only InfluxDB knows shows as ``unknown``.
+
+    ``dead_before`` (from :func:`agent_dead_lettered_before`; None without InfluxDB) gives
+    each gateway's dead-lettered batches within the window: a gateway InfluxDB knows but has
+    no point of from before the window started reporting within it, so counts from 0.
+    """
     rows = {key: assess(*key, payload, now_ns, limits) for key, payload in retained.items()}
     for key, row in from_influx.items():
         known = rows.get(key)
         if known is None:
             judge(row, now_ns, limits)
             rows[key] = row
-        elif known.last_seen_ns is None:
+            continue
+        if known.last_seen_ns is None:
             known.last_seen_ns = row.last_seen_ns  # a Last Will has no time; the point has
+        if known.dead_lettered is None:
+            known.dead_lettered = row.dead_lettered  # nor counters
+    if dead_before is not None:
+        for key, row in rows.items():
+            if key in dead_before:
+                row.dead_lettered_recent = increase(row.dead_lettered, dead_before[key])
+            elif key in from_influx:
+                row.dead_lettered_recent = increase(row.dead_lettered, 0)
+            judge_dead_letters(row, limits)
     return [rows[k] for k in sorted(rows)]

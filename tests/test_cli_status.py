@@ -4,17 +4,22 @@ farmtel_ingest points in the real InfluxDB: what needs attention, and the exit c
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
 from contract.topics import status_topic
+from devstack import Stack
 from devstack.stack import free_port
+from ingest.config import IngestConfig
 from ingest.influx import InfluxSettings, make_writer
 from ingest.line_protocol import encode_point
+from ingest.selfmetrics import SelfMetrics
 from tests.support.cli_inproc import invoke as run_cli
 from tests.support.mqtt import TestClient
 
@@ -29,6 +34,7 @@ def _status(
     oldest_age_s: float | None = None,
     sensors: dict[str, str] | None = None,
     batch_limit: int = 2000,
+    dead_lettered: int | None = None,
 ) -> bytes:
     """A status payload shaped like agent/service.py ``status_payload``."""
     return orjson.dumps(
@@ -48,7 +54,7 @@ def _status(
                 "dropped": 0,
             },
             "sensors": {k: {"state": v} for k, v in (sensors or {"s-1": "ok"}).items()},
-            "counters": {},
+            "counters": {} if dead_lettered is None else {"dead_lettered": dead_lettered},
         }
     )
 
@@ -202,25 +208,267 @@ def test_no_gateway_at_all_needs_attention(stack: Any, influx_db: str) -> None:
 
 
 @pytest.mark.integration
-def test_influxdb_down_is_a_warning_not_a_failure(stack: Any) -> None:
+def test_influxdb_unreachable_needs_attention(stack: Any) -> None:
     plantation = f"st-noinflux-{uuid.uuid4().hex[:6]}"
     _publish_retained(stack, plantation, {"gw-1": _status("gw-1")})
+    url = f"http://127.0.0.1:{free_port()}"
+    args = [
+        "status",
+        "--plantation",
+        plantation,
+        "--broker",
+        f"{stack.mqtt_host}:{stack.mqtt_port}",
+    ]
     try:
-        res = run_cli(
-            [
-                "status",
-                "--plantation",
-                plantation,
-                "--broker",
-                f"{stack.mqtt_host}:{stack.mqtt_port}",
-                "--url",
-                f"http://127.0.0.1:{free_port()}",
-            ]
-        )
-        assert res.returncode == 0, res.stderr
-        assert "warning: InfluxDB not consulted" in res.stderr
+        res = run_cli([*args, "--url", url])
+        assert res.returncode == 3, (res.stdout, res.stderr)
+        assert f"attention: InfluxDB at {url} did not answer query " in res.stdout
+        assert "connection refused" in res.stdout and "Traceback" not in res.stderr
+        doc = json.loads(run_cli([*args, "--url", url, "--format", "json"]).stdout)
+        assert doc["attention"] is True
+        assert doc["gateways"][0]["problems"] == []  # the gateway itself is fine
+        assert doc["influxdb"]["consulted"] is True
+        assert doc["influxdb"]["problem"].startswith(f"InfluxDB at {url} did not answer query ")
+        # Without InfluxDB on purpose, the broker's word is all there is to judge.
+        res = run_cli([*args, "--url", url, "--no-influx", "--format", "json"])
+        assert res.returncode == 0, res.stdout
+        assert json.loads(res.stdout)["influxdb"] == {
+            "url": url,
+            "database": "farmtel",
+            "consulted": False,
+            "problem": None,
+        }
     finally:
         _clear_retained(stack, plantation, ["gw-1"])
+
+
+def test_influxdb_that_hangs_needs_attention(private_stack: Stack, tmp_path: Path) -> None:
+    """The audit's case: influxd stopped (SIGSTOP) took the ingests' lines away, exit 0."""
+    info = private_stack.info()
+    db = "hung"
+    make_writer(InfluxSettings(url=info.influx_url, database=db)).write(
+        encode_point(
+            "farmtel_ingest",
+            {"host": "box", "client_id": "ingest-a"},
+            {"messages": 1},
+            time.time_ns(),
+        ).encode()
+    )
+    _publish_retained(info, "st-hung", {"gw-1": _status("gw-1")})
+    config = tmp_path / "ingest.toml"
+    config.write_text(f'[influxdb]\nurl = "{info.influx_url}"\ndatabase = "{db}"\ntimeout = 1\n')
+    args = ["status", "--config", str(config), "--broker", f"{info.mqtt_host}:{info.mqtt_port}"]
+    well = run_cli([*args, "--format", "json"])
+    assert well.returncode == 0, (well.stdout, well.stderr)
+    assert [i["client_id"] for i in json.loads(well.stdout)["ingests"]] == ["ingest-a"]
+    private_stack.pause("influxdb")
+    try:
+        res = run_cli([*args, "--format", "json"])
+        table = run_cli(args)
+    finally:
+        private_stack.resume("influxdb")
+    assert res.returncode == 3, (res.stdout, res.stderr)
+    doc = json.loads(res.stdout)
+    assert doc["attention"] is True and doc["ingests"] == []
+    problem = doc["influxdb"]["problem"]
+    assert problem.startswith(f"InfluxDB at {info.influx_url} did not answer query ")
+    assert "timed out" in problem
+    assert table.returncode == 3
+    assert f"attention: InfluxDB at {info.influx_url} did not answer" in table.stdout
+
+
+def _ingest_point(client_id: str, age_s: float, **fields: int) -> str:
+    return encode_point(
+        "farmtel_ingest",
+        {"host": "box", "client_id": client_id},
+        {"messages": 1, **fields},
+        time.time_ns() - int(age_s * 1e9),
+    )
+
+
+@pytest.mark.integration
+def test_an_ingest_that_stopped_reporting_needs_attention(stack: Any, influx_db: str) -> None:
+    plantation = f"st-ingest-{uuid.uuid4().hex[:6]}"
+    make_writer(InfluxSettings(url=stack.influx_url, database=influx_db)).write(
+        "\n".join(
+            [
+                # Killed: reported every 5 s, last 25 s ago (the audit's case).
+                _ingest_point("ingest-dead", 30, metrics_interval_ms=5000),
+                _ingest_point("ingest-dead", 25, metrics_interval_ms=5000),
+                _ingest_point("ingest-live", 1, metrics_interval_ms=5000),
+                # An older ingest whose points do not say: the gap between its last two.
+                _ingest_point("ingest-older", 160),
+                _ingest_point("ingest-older", 100),
+                # Stopped cleanly long ago: not missing.
+                _ingest_point("ingest-retired", 900, metrics_interval_ms=5000, stopped=1),
+            ]
+        ).encode()
+    )
+    _publish_retained(stack, plantation, {"gw-1": _status("gw-1")})
+    try:
+        res = run_cli([*_args(stack, plantation, influx_db), "--format", "json", "--utc"])
+        assert res.returncode == 3, (res.stdout, res.stderr)
+        doc = json.loads(res.stdout)
+        assert doc["attention"] is True and doc["gateways"][0]["problems"] == []
+        ingests = {i["client_id"]: i for i in doc["ingests"]}
+        assert ingests["ingest-dead"]["report_interval_s"] == 5
+        [problem] = ingests["ingest-dead"]["problems"]
+        assert problem.startswith("no report for 25 s, since 20") and "every 5 s" in problem
+        assert ingests["ingest-live"]["problems"] == []
+        assert ingests["ingest-older"]["report_interval_s"] == 60
+        assert ingests["ingest-older"]["problems"] == []
+        assert ingests["ingest-retired"]["problems"] == []
+
+        table = run_cli(_args(stack, plantation, influx_db))
+        assert table.returncode == 3
+        dead = next(x for x in table.stdout.splitlines() if x.startswith("ingest ingest-dead"))
+        assert re.search(r"last report 2\d s ago \(every 5 s\).*; attention: no report for", dead)
+        live = next(x for x in table.stdout.splitlines() if x.startswith("ingest ingest-live"))
+        assert "attention" not in live
+
+        # The threshold is an option: 10 intervals of 5 s are not over yet.
+        relaxed = run_cli([*_args(stack, plantation, influx_db), "--ingest-late-after", "10"])
+        assert relaxed.returncode == 0, relaxed.stdout
+    finally:
+        _clear_retained(stack, plantation, ["gw-1"])
+
+
+@pytest.mark.integration
+def test_an_ingest_stopped_cleanly_is_not_missing(stack: Any, influx_db: str) -> None:
+    """Scaled down or stopped for an upgrade: its last point says so, and status shows it
+    without asking for attention (a killed one, above, has no such point)."""
+    config = IngestConfig.model_validate(
+        {
+            "ingest": {"metrics_interval": 1.0},
+            "mqtt": {"client_id": "ingest-retired"},
+            "influxdb": {"url": stack.influx_url},
+        }
+    )
+    writer = make_writer(InfluxSettings(url=stack.influx_url, database=influx_db))
+    metrics = SelfMetrics(config, writer, {"messages": 0, "dead_letters": 0}, lambda: 0)
+    metrics.start()
+    metrics.stop()
+    plantation = f"st-stopped-{uuid.uuid4().hex[:6]}"
+    _publish_retained(stack, plantation, {"gw-1": _status("gw-1")})
+    try:
+        # The real SelfMetrics marks its last point (status judging it: the test above).
+        res = run_cli([*_args(stack, plantation, influx_db), "--format", "json"])
+        [ingest] = json.loads(res.stdout)["ingests"]
+        assert ingest["fields"]["stopped"] == 1 and ingest["problems"] == []
+        table = run_cli([*_args(stack, plantation, influx_db)])
+        assert "ingest ingest-retired on" in table.stdout
+        assert "stopped cleanly" in table.stdout
+    finally:
+        _clear_retained(stack, plantation, ["gw-1"])
+
+
+@pytest.mark.integration
+def test_the_ingest_point_says_how_often_it_comes(stack: Any, influx_db: str) -> None:
+    config = IngestConfig.model_validate(
+        {"ingest": {"metrics_interval": 2.5}, "influxdb": {"url": stack.influx_url}}
+    )
+    writer = make_writer(InfluxSettings(url=stack.influx_url, database=influx_db))
+    SelfMetrics(config, writer, {"messages": 0, "dead_letters": 0}, lambda: 0).flush()
+    _publish_retained(stack, "st-interval", {"gw-1": _status("gw-1")})
+    try:
+        res = run_cli([*_args(stack, "st-interval", influx_db), "--format", "json"])
+        assert res.returncode == 0, (res.stdout, res.stderr)
+        [ingest] = json.loads(res.stdout)["ingests"]
+        assert (
+            ingest["report_interval_s"] == 2.5 and ingest["fields"]["metrics_interval_ms"] == 2500
+        )
+    finally:
+        _clear_retained(stack, "st-interval", ["gw-1"])
+
+
+@pytest.mark.integration
+def test_dead_lettered_batches_need_attention_within_the_window(stack: Any, influx_db: str) -> None:
+    plantation = f"st-dead-{uuid.uuid4().hex[:6]}"
+    two_hours = 7200.0
+    # farmtel_agent points the way the ingest writes them: from the agents' status messages.
+    earlier = {
+        "gw-revoked": _status("gw-revoked", age_s=two_hours, dead_lettered=0),
+        "gw-once": _status("gw-once", age_s=two_hours, dead_lettered=3),
+        "gw-restarted": _status("gw-restarted", age_s=two_hours, dead_lettered=5),
+        "gw-new": _status("gw-new", age_s=60, dead_lettered=2),
+    }
+    writer = make_writer(InfluxSettings(url=stack.influx_url, database=influx_db))
+    metrics = SelfMetrics(IngestConfig(), writer, {"messages": 0, "dead_letters": 0}, lambda: 0)
+    for gateway, payload in earlier.items():
+        assert metrics.take_status(status_topic(plantation, gateway), payload)
+    metrics.flush()
+    writer.write(
+        "\n".join(
+            [
+                # Written before the ingest stored the counter: the window cannot be judged.
+                encode_point(
+                    "farmtel_agent",
+                    {"plantation": plantation, "gateway": "gw-upgraded"},
+                    {"state": "online"},
+                    time.time_ns() - int(two_hours * 1e9),
+                ),
+                _ingest_point("ingest-a", two_hours, dead_letters=10),
+                _ingest_point("ingest-a", 1, dead_letters=16, metrics_interval_ms=10_000),
+            ]
+        ).encode()
+    )
+    now = {
+        "gw-revoked": _status("gw-revoked", dead_lettered=4),  # 4 refused in the window
+        "gw-once": _status("gw-once", dead_lettered=3),  # one bad batch, long ago
+        "gw-restarted": _status("gw-restarted", dead_lettered=1),  # restarted, 1 since
+        "gw-new": _status("gw-new", dead_lettered=2),  # began within the window
+        "gw-upgraded": _status("gw-upgraded", dead_lettered=7),
+        "gw-clean": _status("gw-clean", dead_lettered=0),
+    }
+    _publish_retained(stack, plantation, now)
+    try:
+        res = run_cli([*_args(stack, plantation, influx_db), "--format", "json"])
+        assert res.returncode == 3, (res.stdout, res.stderr)
+        rows = {g["gateway"]: g for g in json.loads(res.stdout)["gateways"]}
+        recent = {g: (r["dead_lettered_recent"], r["dead_lettered"]) for g, r in rows.items()}
+        assert recent == {
+            "gw-revoked": (4, 4),
+            "gw-once": (0, 3),
+            "gw-restarted": (1, 1),
+            "gw-new": (2, 2),
+            "gw-upgraded": (None, 7),
+            "gw-clean": (None, 0),
+        }
+        assert rows["gw-revoked"]["problems"] == [
+            "4 batch(es) dead-lettered by the ingest in the last 3600 s (--dead-letter-window; "
+            "4 since the agent started); the ingest's deadletter.sqlite says why"
+        ]
+        needs = sorted(g for g, r in rows.items() if r["problems"])
+        assert needs == ["gw-new", "gw-restarted", "gw-revoked"]
+        ingests = {i["client_id"]: i for i in json.loads(res.stdout)["ingests"]}
+        ingest = ingests["ingest-a"]  # (the other one is the point SelfMetrics wrote)
+        assert ingest["dead_letters_recent"] == 6 and ingest["problems"] == []
+
+        table = run_cli(_args(stack, plantation, influx_db))
+        header = table.stdout.splitlines()[0].split()
+        cells = {
+            x.split()[1]: x.split() for x in table.stdout.splitlines()[2:] if x.startswith("st-")
+        }
+        column = header.index("dead_lettered")
+        assert cells["gw-revoked"][column] == "4/4" and cells["gw-once"][column] == "0/3"
+        assert cells["gw-upgraded"][column] == "-/7"
+        assert "16 dead letters (6 in the last 3600 s)" in table.stdout
+
+        # A 60 s window starts after gw-new's point: its 2 are old news then.
+        short = run_cli(
+            [*_args(stack, plantation, influx_db), "-f", "json", "--dead-letter-window", "60"]
+        )
+        rows = {g["gateway"]: g for g in json.loads(short.stdout)["gateways"]}
+        assert rows["gw-new"]["dead_lettered_recent"] == 0 and rows["gw-new"]["problems"] == []
+        assert rows["gw-revoked"]["dead_lettered_recent"] == 4 and short.returncode == 3
+        # Without InfluxDB nothing tells old from new: the counts, no verdict.
+        res = run_cli([*_args(stack, plantation, influx_db), "--no-influx", "--format", "json"])
+        assert res.returncode == 0, res.stdout
+        assert {g["gateway"]: g["dead_lettered"] for g in json.loads(res.stdout)["gateways"]}[
+            "gw-revoked"
+        ] == 4
+    finally:
+        _clear_retained(stack, plantation, list(now))
 
 
 @pytest.mark.parametrize(
