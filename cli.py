@@ -23,10 +23,12 @@ from ingest.cli_options import (
     FromOpt,
     OutputFormat,
     PlantationOpt,
+    SensorOpt,
     SinceOpt,
     ToOpt,
     UrlOpt,
     UtcOpt,
+    ValueOpt,
     age,
     config_error,
     fail,
@@ -228,19 +230,8 @@ def query_latest(
 @query_app.command("history")
 def query_history(
     plantation: PlantationOpt,
-    sensor: Annotated[
-        str | None, typer.Option(help="Only this sensor id.", show_default=False)
-    ] = None,
-    field: Annotated[
-        str | None,
-        typer.Option(
-            "--value",
-            "--field",
-            help="Only this value, by its name, e.g. moisture_pct (not the field, i.e. the plot, "
-            "a reading comes from). --field is this option's old name.",
-            show_default=False,
-        ),
-    ] = None,
+    sensor: SensorOpt = None,
+    field: ValueOpt = None,
     since: SinceOpt = None,
     start: FromOpt = None,
     end: ToOpt = None,

@@ -61,6 +61,17 @@ DatabaseOpt = Annotated[
 PlantationOpt = Annotated[
     str, typer.Option(help="Plantation id, e.g. hlj-001.", show_default=False)
 ]
+SensorOpt = Annotated[str | None, typer.Option(help="Only this sensor id.", show_default=False)]
+ValueOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--value",
+        "--field",
+        help="Only this value, by its name, e.g. moisture_pct (not the field, i.e. the plot, "
+        "a reading comes from). --field is this option's old name.",
+        show_default=False,
+    ),
+]
 SinceOpt = Annotated[
     str | None,
     typer.Option(help="How far back from now: 90s, 15m, 24h, 7d, 4w.", show_default=False),

@@ -22,9 +22,11 @@ from ingest.cli_options import (
     FromOpt,
     OutputFormat,
     PlantationOpt,
+    SensorOpt,
     ToOpt,
     UrlOpt,
     UtcOpt,
+    ValueOpt,
     fail,
     ingest_config,
     query_client,
@@ -65,19 +67,8 @@ def _since(default: str) -> Any:
 
 def query_summary(
     plantation: PlantationOpt,
-    sensor: Annotated[
-        str | None, typer.Option(help="Only this sensor id.", show_default=False)
-    ] = None,
-    field: Annotated[
-        str | None,
-        typer.Option(
-            "--value",
-            "--field",
-            help="Only this value, by its name, e.g. moisture_pct (not the field, i.e. the plot, "
-            "a reading comes from). --field is this option's old name.",
-            show_default=False,
-        ),
-    ] = None,
+    sensor: SensorOpt = None,
+    field: ValueOpt = None,
     since: Annotated[str | None, _since("24h")] = None,
     start: FromOpt = None,
     end: ToOpt = None,

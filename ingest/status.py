@@ -67,8 +67,16 @@ class Thresholds:
     """A gateway with a batch dead-lettered within this many seconds needs attention."""
 
 
+class _AsDict:
+    """``as_dict()`` for the JSON output of a dataclass."""
+
+    def as_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = asdict(self)  # type: ignore[call-overload]  # dataclasses only
+        return data
+
+
 @dataclass
-class GatewayStatus:
+class GatewayStatus(_AsDict):
     plantation: str
     gateway: str
     state: str
@@ -89,12 +97,9 @@ class GatewayStatus:
     or its points from before the window do not carry the counter)."""
     problems: list[str] = field(default_factory=list)
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass
-class IngestStatus:
+class IngestStatus(_AsDict):
     client_id: str
     host: str
     last_seen_ns: int
@@ -105,21 +110,15 @@ class IngestStatus:
     """Messages it dead-lettered within the window (all plantations), None when unknown."""
     problems: list[str] = field(default_factory=list)
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass
-class InfluxState:
+class InfluxState(_AsDict):
     """Whether InfluxDB was asked, and why its answer is missing."""
 
     url: str
     database: str
     consulted: bool
     problem: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def utc_text(ns: int) -> str:
@@ -348,15 +347,18 @@ def _query_or_nothing(
         raise
 
 
+def _where(plantation: str | None, times: str) -> tuple[str, dict[str, str | int | float]]:
+    """``times``, and the plantation as a bound parameter when one is asked for."""
+    if plantation is None:
+        return times, {}
+    return f'{times} AND "plantation" = $plantation', {"plantation": plantation}
+
+
 def agent_points(
     client: InfluxQuery, plantation: str | None
 ) -> dict[tuple[str, str], GatewayStatus]:
     """The newest ``farmtel_agent`` point per gateway (last 30 days) as a status row."""
-    where = "time > now() - 30d"
-    params: dict[str, str | int | float] = {}
-    if plantation is not None:
-        where += ' AND "plantation" = $plantation'
-        params["plantation"] = plantation
+    where, params = _where(plantation, "time > now() - 30d")
     series = _query_or_nothing(
         client,
         f'SELECT * FROM "{AGENT_MEASUREMENT}" WHERE {where} '
@@ -398,11 +400,7 @@ def counters_before(
     ``always`` is a field every point has: a point without ``counter`` (written before the
     counter was) maps to None, "not known", rather than being skipped for an older one.
     """
-    where = f"time <= now() - {int(window_s)}s AND time > now() - 30d"
-    params: dict[str, str | int | float] = {}
-    if plantation is not None:
-        where += ' AND "plantation" = $plantation'
-        params["plantation"] = plantation
+    where, params = _where(plantation, f"time <= now() - {int(window_s)}s AND time > now() - 30d")
     series = _query_or_nothing(
         client,
         f'SELECT "{counter}", "{always}" FROM "{measurement}" WHERE {where} '
