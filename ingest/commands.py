@@ -8,6 +8,7 @@ something needs attention.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from enum import StrEnum
 from pathlib import Path
@@ -298,6 +299,10 @@ def status(
     the newest farmtel_agent point from before the window ("-" when InfluxDB has none with
     it): one bad batch needs attention for one window, a revoked key until it is fixed.
 
+    A gateway revoked in the device registry ([ingest] registry_path of --config, when this
+    host has it) shows as "revoked" instead of stale or offline; one that still sends needs
+    attention.
+
     Exit code 0 when all is well, 3 when something needs attention (offline, stale status,
     old backlog, clock not synced, failing sensor, dead-lettered batches, no gateway found,
     an ingest that stopped reporting, InfluxDB not answering), 1 when the broker cannot be
@@ -318,6 +323,7 @@ def status(
         influx_problem,
         ingest_points,
         judge_ingest,
+        mark_revoked,
         status_filter,
     )
     from ingest.tabular import render
@@ -360,6 +366,7 @@ def status(
             dead_before = None
     now = time.time_ns()
     rows = combine(retained, from_influx, now, limits, dead_before)
+    mark_revoked(rows, _revoked_gateways(cfg.registry_path()))
     for i in ingests:
         judge_ingest(i, now, limits)
     attention = (
@@ -409,6 +416,25 @@ def status(
             err=True,
         )
     raise typer.Exit(NEEDS_ATTENTION if attention else 0)
+
+
+def _revoked_gateways(path: Path) -> dict[tuple[str, str], int]:
+    """(plantation, gateway) -> revoked at (ns) from the device registry, if this host has
+    it ([ingest] registry_path); none when it has not (status run on another machine)."""
+    from ingest.registry import Registry, RegistryError
+
+    if not path.exists():
+        return {}
+    try:
+        with Registry(path, create=False) as registry:
+            return {
+                (g.plantation, g.gateway): g.revoked_at_ns
+                for g in registry.gateways()
+                if g.revoked_at_ns is not None
+            }
+    except (RegistryError, OSError, sqlite3.Error) as err:
+        typer.echo(f"note: the device registry {path} was not read ({err})", err=True)
+        return {}
 
 
 def _ingest_line(i: IngestStatus, now_ns: int, window_s: float) -> str:

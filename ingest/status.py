@@ -312,6 +312,23 @@ def judge_dead_letters(row: GatewayStatus, limits: Thresholds) -> None:
         )
 
 
+def mark_revoked(rows: list[GatewayStatus], revoked: dict[tuple[str, str], int]) -> None:
+    """Gateways revoked in the registry (``revoked``: (plantation, gateway) -> when): shown
+    as ``revoked``, and not missing. Their Last Will is refused by the ACL, so the broker
+    keeps their last "online" status and they would read as stale for ever. One that still
+    sends keeps its dead-lettered problem: someone runs a revoked gateway."""
+    for row in rows:
+        at = revoked.get((row.plantation, row.gateway))
+        if at is None:
+            continue
+        row.state = "revoked"
+        row.problems = [
+            f"revoked at {utc_text(at)} but still sending: {problem}"
+            for problem in row.problems
+            if "dead-lettered" in problem
+        ]
+
+
 def judge_ingest(ingest: IngestStatus, now_ns: int, limits: Thresholds) -> None:
     """An ingest that missed reports: dead, hung, or unable to write to InfluxDB. One whose
     last point says it stopped cleanly (``stopped``) was stopped on purpose: no problem."""

@@ -493,3 +493,61 @@ def test_unreachable_broker_is_a_clear_error() -> None:
     assert res.returncode == 1, (res.stdout, res.stderr)
     assert f"127.0.0.1:{port}" in res.stderr and "cannot be reached" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+@pytest.mark.integration
+def test_a_revoked_gateway_is_shown_as_revoked_not_stale(
+    stack: Any, influx_db: str, tmp_path: Path
+) -> None:
+    """Its Last Will is refused by the ACL, so its last "online" status stays retained: without
+    the registry it would read as stale for ever (operator audit)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from ingest.registry import Registry
+    from tests.support.procs import write_toml
+
+    plantation = f"st-revoked-{uuid.uuid4().hex[:6]}"
+    registry_path = tmp_path / "registry.sqlite"
+    with Registry(registry_path) as registry:
+        for gw in ("gw-old", "gw-live"):
+            registry.add_gateway(
+                plantation, gw, Ed25519PrivateKey.generate().public_key(), None, f"fp-{gw}"
+            )
+        registry.revoke(plantation, "gw-old")
+    conf = write_toml(
+        tmp_path / "ingest.toml",
+        {"ingest": {"state_dir": str(tmp_path), "registry_path": str(registry_path)}},
+    )
+    _publish_retained(
+        stack,
+        plantation,
+        {"gw-old": _status("gw-old", age_s=3600), "gw-live": _status("gw-live")},
+    )
+    try:
+        res = run_cli([*_args(stack, plantation, influx_db), "--config", str(conf), "-f", "json"])
+        assert res.returncode == 0, (res.stdout, res.stderr)
+        rows = {r["gateway"]: r for r in json.loads(res.stdout)["gateways"]}
+        assert (rows["gw-old"]["state"], rows["gw-old"]["problems"]) == ("revoked", [])
+        assert (rows["gw-live"]["state"], rows["gw-live"]["problems"]) == ("online", [])
+        # Without the registry (status run on another host) it is stale, as before.
+        bare = run_cli([*_args(stack, plantation, influx_db), "-f", "json"])
+        assert bare.returncode == 3
+        [old] = [r for r in json.loads(bare.stdout)["gateways"] if r["gateway"] == "gw-old"]
+        assert old["state"] == "stale"
+    finally:
+        _clear_retained(stack, plantation, ["gw-old", "gw-live"])
+
+
+def test_a_revoked_gateway_that_still_sends_keeps_its_problem() -> None:
+    from ingest.status import GatewayStatus, mark_revoked
+
+    row = GatewayStatus(plantation="p", gateway="g", state="stale")
+    row.problems = ["last status 900 s ago", "2 batch(es) dead-lettered by the ingest ..."]
+    quiet = GatewayStatus(plantation="p", gateway="q", state="offline")
+    quiet.problems = ["offline"]
+    mark_revoked([row, quiet], {("p", "g"): 0, ("p", "q"): 0})
+    assert row.state == "revoked" and row.problems == [
+        "revoked at 1970-01-01T00:00:00Z but still sending: 2 batch(es) dead-lettered by the "
+        "ingest ..."
+    ]
+    assert (quiet.state, quiet.problems) == ("revoked", [])
