@@ -61,6 +61,7 @@ class Publisher:
         self.publish_failures = 0
         self._client_id = client_id
         self._takeover = TakeoverWatch()
+        self._takeover_hint = ""
         self.client = make_client(settings, client_id)
         self.client.will_set(
             self.status, orjson.dumps({"state": "offline", "reason": "connection lost"}), 1, True
@@ -87,6 +88,11 @@ class Publisher:
                 info.wait_for_publish(timeout=3)
         self.client.disconnect()
         self.client.loop_stop()
+
+    def client_id_shared(self) -> str:
+        """Why the broker keeps closing our connection, if another client seems to use our
+        client id (within the last two minutes); else ""."""
+        return self._takeover_hint if self._takeover.recent() else ""
 
     # paho callbacks run on its network thread.
     def _connected(self, client: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any = None) -> None:
@@ -116,8 +122,8 @@ class Publisher:
             log.warning("mqtt disconnected reason=%s", reason_text(rc))
             if self._takeover.lost():
                 who = "a second agent with this gateway.toml, or a copied gateway"
-                self.last_error = self._takeover.hint(self._client_id, who)
-                log.error("%s", self.last_error)
+                self._takeover_hint = self._takeover.hint(self._client_id, who)
+                log.error("%s", self._takeover_hint)
             # Not when we asked for it (stop): reason 0, normal disconnection.
             if self._on_connection_lost is not None and getattr(rc, "is_failure", True):
                 self._on_connection_lost()

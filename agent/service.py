@@ -355,6 +355,8 @@ class Agent:
                 "mqtt": {
                     "disconnects": self.publisher.disconnects,
                     "publish_failures": self.publisher.publish_failures,
+                    # Another client taking our client id: farmtel status names it.
+                    "client_id_shared": self.publisher.client_id_shared(),
                 },
             }
         )

@@ -59,6 +59,10 @@ class TakeoverWatch:
             return True
         return False
 
+    def recent(self) -> bool:
+        """:meth:`lost` said so within the last :attr:`WINDOW_S`."""
+        return self._clock() - self._said < self.WINDOW_S
+
     def hint(self, client_id: str, who: str) -> str:
         """The message for :meth:`lost`; ``who`` names the other likely users of the id."""
         return (

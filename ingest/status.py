@@ -268,6 +268,10 @@ def assess(
     assert isinstance(counters, dict)
     row.dead_lettered = _whole(counters.get("dead_lettered"))
     judge(row, now_ns, limits)
+    mqtt = raw.get("mqtt")
+    shared = mqtt.get("client_id_shared") if isinstance(mqtt, dict) else None
+    if isinstance(shared, str) and shared and row.state in ("online", "stale"):
+        row.problems.append(shared[:500])
     return row
 
 
