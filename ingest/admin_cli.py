@@ -368,12 +368,22 @@ def broker_config(
     out: Annotated[
         Path,
         typer.Option(
-            help="Folder for passwd, acl (and the ingest's password file).", show_default=False
+            help="Folder for passwd, acl (and the service users' password files).",
+            show_default=False,
         ),
     ],
     ingest_user: Annotated[
         str, typer.Option(help="Broker user of the ingest service.")
     ] = "farmtel-ingest",
+    status_user: Annotated[
+        str | None,
+        typer.Option(
+            help="Also make a read-only broker user for `farmtel status` (e.g. farmtel-status): "
+            "it may only read the gateways' retained status. Its password goes to "
+            "DIR/<status-user>.password (mode 0600).",
+            show_default=False,
+        ),
+    ] = None,
     registry: RegistryOpt = None,
     config: ConfigOpt = None,
 ) -> None:
@@ -384,37 +394,60 @@ def broker_config(
     keep their owner and group (when run as root), so a `chown mosquitto:` stays. The
     first run also creates the ingest's broker password in DIR/<ingest-user>.password
     (mode 0600); an existing one is never overwritten but registered as it is.
+
+    --status-user does the same for a user that may only read the retained status topics,
+    for `farmtel status` (the broker throws off an ingest whose user logs in again). Made
+    once, it stays in the registry and in every later render.
     """
     from ingest.broker_auth import (
         render_acl,
         render_password_file,
         setup_ingest_user,
+        setup_status_user,
         write_private,
     )
 
+    if status_user is not None and status_user == ingest_user:
+        _fail(
+            f"--status-user {status_user!r} is the --ingest-user too; farmtel status needs a "
+            "broker user of its own, e.g. --status-user farmtel-status"
+        )
+    status = None
     with _open(registry, config, create=False) as reg:
         out.mkdir(parents=True, exist_ok=True, mode=0o700)
-        what, password_file = setup_ingest_user(reg, out, ingest_user)
+        ingest = setup_ingest_user(reg, out, ingest_user)
+        if status_user is not None:
+            status = setup_status_user(reg, out, status_user)
         write_private(out / "passwd", render_password_file(reg))
         write_private(out / "acl", render_acl(reg))
         live = [g for g in reg.gateways() if g.revoked_at_ns is None]
     typer.echo(f"wrote {out / 'passwd'} and {out / 'acl'} ({len(live)} active gateway(s))")
+    _say_service_user(ingest_user, "an ingest", *ingest)
+    if status_user is not None and status is not None:
+        _say_service_user(status_user, "farmtel status", *status)
+        if status[0] in ("created", "reused"):
+            typer.echo(
+                f"run farmtel status as it: FARMTEL_MQTT__USERNAME={status_user} "
+                f"FARMTEL_MQTT__PASSWORD_FILE={status[1]} farmtel status -c INGEST.TOML"
+            )
+    typer.echo("next: reload mosquitto (systemctl reload mosquitto, or kill -HUP its pid)")
+
+
+def _say_service_user(user: str, who: str, what: str, password_file: Path) -> None:
+    """What `broker config` did with a service user (see setup_ingest_user's results)."""
     if what == "created":
-        typer.echo(
-            f"created broker user {ingest_user}; its password is in {password_file} (mode 0600)"
-        )
+        typer.echo(f"created broker user {user}; its password is in {password_file} (mode 0600)")
     elif what == "reused":
         typer.echo(
-            f"registered broker user {ingest_user} with the password already in "
+            f"registered broker user {user} with the password already in "
             f"{password_file} (kept as it is)"
         )
     elif what == "mismatch":
         typer.echo(
             f"warning: {password_file} does not hold the password the registry has for "
-            f"{ingest_user}; an ingest using that file will be refused by the broker",
+            f"{user}; {who} using that file will be refused by the broker",
             err=True,
         )
-    typer.echo("next: reload mosquitto (systemctl reload mosquitto, or kill -HUP its pid)")
 
 
 PkiDirOpt = Annotated[Path, typer.Option("--dir", help="PKI folder holding ca.crt and ca.key.")]

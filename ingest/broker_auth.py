@@ -17,6 +17,10 @@ topic level, see CVE-2017-7650):
   checked against its topic) and writes ``receipt`` and ``alerts``; it also reads and
   writes ``farmtel/ingest/v1/#``, where the ingests of a share group share their seq
   bookkeeping (ingest/sequence.py);
+- a status user (``farmtel status``, ingest/status.py ``collect_retained``) only reads
+  every gateway's retained ``status``: with ``use_username_as_clientid`` it cannot share
+  the ingest's user without throwing the ingest off the broker, and it needs none of the
+  ingest's other rights;
 - anyone else gets nothing: Mosquitto denies what the ACL does not grant.
 """
 
@@ -31,11 +35,14 @@ import stat
 from pathlib import Path
 
 from contract.topics import SEQ_SHARE_ROOT, TOPIC_ROOT, receipt_topic, status_topic, telemetry_topic
-from ingest.registry import GatewayRecord, Registry
+from ingest.registry import GatewayRecord, Registry, check_service_username
 
 PBKDF2_ITERATIONS = 101
 SALT_BYTES = 12
 DEFAULT_INGEST_USER = "farmtel-ingest"
+STATUS_ACL = (f"topic read {TOPIC_ROOT}/+/+/status",)
+"""All a status user may do: ``farmtel status`` subscribes to ``farmtel/v1/+/+/status``
+(or ``farmtel/v1/<plantation>/+/status``) and publishes nothing."""
 
 
 class PasswordHashError(ValueError):
@@ -111,6 +118,8 @@ def render_acl(registry: Registry) -> str:
             f"topic readwrite {SEQ_SHARE_ROOT}/#",
             "",
         ]
+    for user in registry.service_users("status"):
+        lines += ["# farmtel status (read-only)", f"user {user}", *STATUS_ACL, ""]
     for g in registry.gateways():
         if g.revoked_at_ns is None:
             lines += _gateway_block(g)
@@ -160,8 +169,8 @@ def write_private(path: Path, text: str | bytes, mode: int = 0o600) -> None:
     os.replace(tmp, path)
 
 
-class IngestUserError(ValueError):
-    """The ingest's broker password file cannot be used; the message says what to do."""
+class ServiceUserError(ValueError):
+    """A service's broker user or password file cannot be used; the message says what to do."""
 
 
 def setup_ingest_user(registry: Registry, out_dir: Path, username: str) -> tuple[str, Path]:
@@ -174,36 +183,66 @@ def setup_ingest_user(registry: Registry, out_dir: Path, username: str) -> tuple
       may already log in with it, so its password is kept and registered;
     - ``"registered"``: the registry has the user already (only its hash is kept);
     - ``"mismatch"``: it has, but ``path`` holds another password (the file is left alone).
+
+    A status user is refused: an ingest's rights would quietly go to a read-only user.
     """
+    return _setup_service_user(registry, out_dir, username, "ingest")
+
+
+def setup_status_user(registry: Registry, out_dir: Path, username: str) -> tuple[str, Path]:
+    """Make sure the registry has a read-only broker user for ``farmtel status``.
+
+    The same rules and results as :func:`setup_ingest_user`. An ingest user of that name
+    (made for status before there was a status role) becomes a status user with its
+    password: it loses the ingest's rights, which status never needs.
+    """
+    return _setup_service_user(registry, out_dir, username, "status")
+
+
+def _setup_service_user(
+    registry: Registry, out_dir: Path, username: str, role: str
+) -> tuple[str, Path]:
+    check_service_username(username, f"--{role}-user")
     path = out_dir / f"{username}.password"
     existing = path.exists()
-    if username in registry.service_users("ingest"):
+    current = registry.service_role(username)
+    if current == "status" and role == "ingest":
+        raise ServiceUserError(
+            f"--ingest-user {username!r} is the read-only broker user of farmtel status "
+            "(--status-user); give the ingest a user of its own"
+        )
+    if current == "ingest" and role == "status":
+        # Made read-only, it would cut off an ingest that logs in as it (a typo away).
+        raise ServiceUserError(
+            f"--status-user {username!r} is an ingest's broker user, which a running ingest "
+            "may log in with; give farmtel status a user of its own, e.g. farmtel-status-ro"
+        )
+    if current is not None:
+        hashed = dict(registry.password_entries())[username]
         if existing:
             try:
-                same = check_password(
-                    _read_password(path), dict(registry.password_entries())[username]
-                )
-            except IngestUserError:
+                same = check_password(_read_password(path, role), hashed)
+            except ServiceUserError:
                 same = False
             if not same:
                 return "mismatch", path
         return "registered", path
-    password = _read_password(path) if existing else None
+    password = _read_password(path, role) if existing else None
     if password is None:
         password = new_password()
         write_private(path, password + "\n")
-    registry.set_service_user(username, "ingest", hash_password(password))
+    registry.set_service_user(username, role, hash_password(password))
     return ("reused" if existing else "created"), path
 
 
-def _read_password(path: Path) -> str:
+def _read_password(path: Path, role: str) -> str:
     try:
         password = path.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as err:
-        raise IngestUserError(f"ingest password file {path} cannot be read: {err}") from None
+        raise ServiceUserError(f"{role} password file {path} cannot be read: {err}") from None
     if not password or any(c.isspace() for c in password):
-        raise IngestUserError(
-            f"ingest password file {path} does not hold one password (it is empty or has "
+        raise ServiceUserError(
+            f"{role} password file {path} does not hold one password (it is empty or has "
             "spaces or several lines); fix it, or move it away to have a new one made"
         )
     return password

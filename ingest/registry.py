@@ -15,7 +15,7 @@ Tables:
   ``valid_from_ns`` and ``valid_until_ns``. A rotation adds a key and ends the old one's
   validity after a grace period; old keys are never deleted, so stored data stays verifiable.
 - ``sensors``: optional inventory (gateway, field, kind) with install/remove times.
-- ``service_users``: broker users of farmtel's own services (the ingest).
+- ``service_users``: broker users of farmtel's own services, by role (:data:`SERVICE_ROLES`).
 - ``history``: append-only audit trail (install, remove, revoke, rotate ... with the time
   and who); SQLite triggers refuse UPDATE and DELETE on it.
 
@@ -122,8 +122,22 @@ DEFAULT_GRACE_NS = 24 * 3600 * 1_000_000_000
 new bundle to reach the gateway; afterwards it only verifies data stored before."""
 
 
+SERVICE_ROLES = ("ingest", "status")
+"""Roles of farmtel's own broker users: ``ingest`` (the ingest service's ACL) and ``status``
+(``farmtel status``: reads the retained status topics, nothing else)."""
+
+
 class RegistryError(ValueError):
     """A registry operation that cannot be done; the message says why and what to do."""
+
+
+def check_service_username(username: str, what: str = "service user name") -> str:
+    """Refuse a service user name the password file, the ACL or a gateway's would clash with."""
+    if not username or any(c in username for c in ":#+/ \t\n") or "." in username:
+        raise RegistryError(
+            f"{what} {username!r} must not be empty nor contain ':', '#', '+', '/', '.' or spaces"
+        )
+    return username
 
 
 def mqtt_username(plantation: str, gateway: str) -> str:
@@ -519,14 +533,12 @@ class Registry:
             self._log(db, now, plantation, "sensor_remove", who, gateway=gateway, sensor=sensor)
 
     def set_service_user(self, username: str, role: str, password_hash: str) -> None:
-        """Add or replace a broker user of a farmtel service (role ``ingest``)."""
-        if role != "ingest":
-            raise RegistryError(f"service role {role!r} is unknown; use 'ingest'")
-        if not username or any(c in username for c in ":#+/ \t\n") or "." in username:
+        """Add or replace a broker user of a farmtel service (a role of :data:`SERVICE_ROLES`)."""
+        if role not in SERVICE_ROLES:
             raise RegistryError(
-                f"service user name {username!r} must not be empty nor contain ':', '#', '+', "
-                "'/', '.' or spaces"
+                f"service role {role!r} is unknown; use one of {', '.join(SERVICE_ROLES)}"
             )
+        check_service_username(username)
         with self._tx() as db:
             db.execute(
                 "INSERT INTO service_users (username, role, password_hash, created_at_ns)"
@@ -608,6 +620,14 @@ class Registry:
                 " ORDER BY 1"
             ).fetchall()
         return [(str(u), str(h)) for u, h in rows]
+
+    def service_role(self, username: str) -> str | None:
+        """The role of a service user, or None when the registry has no such user."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT role FROM service_users WHERE username = ?", (username,)
+            ).fetchone()
+        return None if row is None else str(row[0])
 
     def service_users(self, role: str = "ingest") -> list[str]:
         with self._lock:
