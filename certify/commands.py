@@ -140,10 +140,9 @@ def _export_span(start: str, end: str) -> "TimeRange":
     from datetime import timedelta
 
     from certify.export import LOOKAHEAD_NS, LOOKBACK_NS
+    from ingest.line_protocol import MAX_TIME_NS, MIN_TIME_NS
     from ingest.queries import (
         EARLIEST,
-        INFLUX_MAX_NS,
-        INFLUX_MIN_NS,
         LATEST,
         QueryInputError,
         format_duration,
@@ -156,13 +155,13 @@ def _export_span(start: str, end: str) -> "TimeRange":
         timedelta(microseconds=LOOKBACK_NS // 1000),
         timedelta(microseconds=LOOKAHEAD_NS // 1000),
     )
-    if span.start_ns - LOOKBACK_NS < INFLUX_MIN_NS:
+    if span.start_ns - LOOKBACK_NS < MIN_TIME_NS:
         raise QueryInputError(
             f"--from {start!r} is too early: export also reads the {format_duration(before)} "
             f"before it (batches sent late), and InfluxDB stores nothing before "
             f"{utc_text(EARLIEST)}; give a --from of {utc_text(EARLIEST + before)} or later"
         )
-    if span.end_ns + LOOKAHEAD_NS > INFLUX_MAX_NS:
+    if span.end_ns + LOOKAHEAD_NS > MAX_TIME_NS:
         raise QueryInputError(
             f"--to {end!r} is too late: export also reads the {format_duration(after)} after "
             f"it (batches sent late), and InfluxDB stores nothing after {utc_text(LATEST)}; "

@@ -15,7 +15,7 @@ from typing import Any
 from contract.ids import check_ident
 from contract.wire import check_value_name
 from ingest.influx import InfluxError, InfluxQuery, Series, quote_ident
-from ingest.line_protocol import encode_point
+from ingest.line_protocol import MAX_TIME_NS, MIN_TIME_NS, encode_point
 from ingest.mapping import INTERNAL_PREFIX
 
 _DURATION_RE = re.compile(r"^(\d+)(s|m|h|d|w)$")
@@ -23,16 +23,11 @@ _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 MAX_WINDOWS = 100_000
 BOOKKEEPING_FIELDS = ("seq", "clock", "cal")
 
-INFLUX_MIN_NS = -(2**63) + 2
-INFLUX_MAX_NS = 2**63 - 2
-"""The times InfluxDB stores: ns since the epoch in a signed 64-bit int, less the two values
-it keeps for itself (1677-09-21T00:12:43.145224194Z .. 2262-04-11T23:47:16.854775806Z). A
-time outside them makes it refuse the query, or the client fail to encode it."""
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
-EARLIEST = _EPOCH + _US * -(-INFLUX_MIN_NS // 1000)
+EARLIEST = _EPOCH + _US * -(-MIN_TIME_NS // 1000)
 """The earliest time a :class:`datetime` (whole microseconds) can give InfluxDB."""
-LATEST = _EPOCH + _US * (INFLUX_MAX_NS // 1000)
+LATEST = _EPOCH + _US * (MAX_TIME_NS // 1000)
 """The latest time a :class:`datetime` (whole microseconds) can give InfluxDB."""
 _LONGEST_S = (2**63 - 1) // 1_000_000_000
 """The longest duration, in whole seconds, that InfluxDB takes (in ns, a signed 64-bit int)."""

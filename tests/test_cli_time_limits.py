@@ -17,11 +17,9 @@ import pytest
 from certify.commands import _export_span
 from certify.orgkey import new_key_file
 from ingest.influx import InfluxSettings, make_writer
-from ingest.line_protocol import encode_point
+from ingest.line_protocol import MAX_TIME_NS, MIN_TIME_NS, encode_point
 from ingest.queries import (
     EARLIEST,
-    INFLUX_MAX_NS,
-    INFLUX_MIN_NS,
     LATEST,
     QueryInputError,
     TimeRange,
@@ -181,10 +179,10 @@ def test_from_at_the_limit_reaches_the_server() -> None:
 
 
 def test_limits_are_influxdbs() -> None:
-    assert (INFLUX_MIN_NS, INFLUX_MAX_NS) == (-9223372036854775806, 9223372036854775806)
+    assert (MIN_TIME_NS, MAX_TIME_NS) == (-9223372036854775806, 9223372036854775806)
     span = TimeRange(EARLIEST, LATEST)
-    assert INFLUX_MIN_NS <= span.start_ns < INFLUX_MIN_NS + 1000
-    assert INFLUX_MAX_NS - 1000 < span.end_ns <= INFLUX_MAX_NS
+    assert MIN_TIME_NS <= span.start_ns < MIN_TIME_NS + 1000
+    assert MAX_TIME_NS - 1000 < span.end_ns <= MAX_TIME_NS
     assert (E, L) == ("1677-09-21T00:12:43.145225Z", "2262-04-11T23:47:16.854775Z")
 
 
