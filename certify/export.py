@@ -56,6 +56,7 @@ from certify.rows import (
 from certify.source import Span
 from contract import signing
 from contract.ids import check_ident
+from contract.wire import iso_utc
 from ingest.influx import InfluxQuery
 
 LOOKBACK_NS = 31 * 86_400 * 1_000_000_000
@@ -476,15 +477,11 @@ def _export(
     if not summary.readings and not summary.gaps:
         summary.warnings.append(
             f"the bundle is empty: InfluxDB holds no readings and no gaps of plantation "
-            f"{plantation!r} from {_utc(span.start_ns)} to {_utc(span.end_ns)}; check "
+            f"{plantation!r} from {iso_utc(span.start_ns)} to {iso_utc(span.end_ns)}; check "
             "--plantation, --from and --to (local time unless they carry an offset) and "
             "--database"
         )
     return summary
-
-
-def _utc(ns: int) -> str:
-    return datetime.fromtimestamp(ns / 1e9, UTC).isoformat(timespec="seconds")
 
 
 def _quarantined(

@@ -21,6 +21,7 @@ A batch is JSON::
 
 import re
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from enum import StrEnum
 from itertools import chain
 from typing import Annotated, Any, Final, Literal
@@ -38,6 +39,14 @@ from pydantic import (
 from contract.ids import IDENT_PATTERN, Ident
 
 SCHEMA_VERSION: Final = 1
+
+
+def iso_utc(ts_ns: int) -> str:
+    """A timestamp (ns since the epoch) for messages people read: ``2026-11-30T10:22:09Z``
+    (UTC, whole seconds)."""
+    return datetime.fromtimestamp(ts_ns // 10**9, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 MAX_BATCH_BYTES = 1_048_576
 """Ingest dead-letters larger payloads; the agent never builds one this big."""
 MAX_READINGS_PER_BATCH = 5_000

@@ -37,8 +37,8 @@ from contract.signing import (
     verify,
     wire_batch_message,
 )
-from contract.wire import Batch, Gap, WireReading
-from ingest.registry import GatewayRecord, Registry, RegistryError, iso_utc
+from contract.wire import Batch, Gap, WireReading, iso_utc
+from ingest.registry import GatewayRecord, Registry, RegistryError
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +41,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from contract.ids import check_ident
 from contract.signing import key_id, public_key_bytes
+from contract.wire import iso_utc
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS plantations (
@@ -147,11 +147,6 @@ def mqtt_username(plantation: str, gateway: str) -> str:
     files (no ``:``, ``#``, ``+``, ``/`` or space).
     """
     return f"{check_ident(plantation, 'plantation id')}.{check_ident(gateway, 'gateway id')}"
-
-
-def iso_utc(ns: int) -> str:
-    """A registry time for messages people read: ``2026-11-30T10:22:09Z`` (UTC, seconds)."""
-    return datetime.fromtimestamp(ns // 10**9, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def revoked_reason(revoked_at_ns: int) -> str:

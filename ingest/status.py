@@ -25,7 +25,6 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -35,6 +34,7 @@ from contract.ids import check_ident
 from contract.mqtt import connect_properties, make_client, reason_text
 from contract.settings import MqttSettings
 from contract.topics import TOPIC_ROOT, parse_topic
+from contract.wire import iso_utc
 from ingest.influx import InfluxError, InfluxQuery, InfluxQueryError, Series, redact_url
 
 AGENT_MEASUREMENT = "farmtel_agent"
@@ -119,10 +119,6 @@ class InfluxState(_AsDict):
     database: str
     consulted: bool
     problem: str | None = None
-
-
-def utc_text(ns: int) -> str:
-    return datetime.fromtimestamp(ns / 1e9, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def influx_problem(url: str, err: Exception) -> str:
@@ -327,7 +323,7 @@ def mark_revoked(rows: list[GatewayStatus], revoked: dict[tuple[str, str], int])
             continue
         row.state = "revoked"
         row.problems = [
-            f"revoked at {utc_text(at)} but still sending: {problem}"
+            f"revoked at {iso_utc(at)} but still sending: {problem}"
             for problem in row.problems
             if "dead-lettered" in problem
         ]
@@ -343,7 +339,7 @@ def judge_ingest(ingest: IngestStatus, now_ns: int, limits: Thresholds) -> None:
     age_s = (now_ns - ingest.last_seen_ns) / 1e9
     if age_s > late_after:
         ingest.problems.append(
-            f"no report for {age_s:.0f} s, since {utc_text(ingest.last_seen_ns)} (it reports "
+            f"no report for {age_s:.0f} s, since {iso_utc(ingest.last_seen_ns)} (it reports "
             f"every {interval:g} s; late after {late_after:g} s: --ingest-late-after "
             f"{limits.ingest_late_after:g} intervals, at least {INGEST_LATE_MIN_S:g} s)"
         )

@@ -17,10 +17,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner
 
 from cli import app
+from contract.wire import iso_utc
 from ingest.broker_auth import check_password, setup_ingest_user, write_private
 from ingest.config import IngestConfig
 from ingest.devices import add_gateway
-from ingest.registry import Registry, RegistryError, iso_utc
+from ingest.registry import Registry, RegistryError
 
 ROOT = Path(__file__).resolve().parents[2]
 ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
