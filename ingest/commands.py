@@ -366,7 +366,7 @@ def status(
             dead_before = None
     now = time.time_ns()
     rows = combine(retained, from_influx, now, limits, dead_before)
-    mark_revoked(rows, _revoked_gateways(cfg.registry_path()))
+    mark_revoked(rows, _revoked_gateways(cfg.registry_path()), limits)
     for i in ingests:
         judge_ingest(i, now, limits)
     attention = (

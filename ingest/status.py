@@ -312,7 +312,9 @@ def judge_dead_letters(row: GatewayStatus, limits: Thresholds) -> None:
         )
 
 
-def mark_revoked(rows: list[GatewayStatus], revoked: dict[tuple[str, str], int]) -> None:
+def mark_revoked(
+    rows: list[GatewayStatus], revoked: dict[tuple[str, str], int], limits: Thresholds
+) -> None:
     """Gateways revoked in the registry (``revoked``: (plantation, gateway) -> when): shown
     as ``revoked``, and not missing. Their Last Will is refused by the ACL, so the broker
     keeps their last "online" status and they would read as stale for ever. One that still
@@ -322,11 +324,9 @@ def mark_revoked(rows: list[GatewayStatus], revoked: dict[tuple[str, str], int])
         if at is None:
             continue
         row.state = "revoked"
-        row.problems = [
-            f"revoked at {iso_utc(at)} but still sending: {problem}"
-            for problem in row.problems
-            if "dead-lettered" in problem
-        ]
+        row.problems = []
+        judge_dead_letters(row, limits)
+        row.problems = [f"revoked at {iso_utc(at)} but still sending: {p}" for p in row.problems]
 
 
 def judge_ingest(ingest: IngestStatus, now_ns: int, limits: Thresholds) -> None:

@@ -539,15 +539,20 @@ def test_a_revoked_gateway_is_shown_as_revoked_not_stale(
 
 
 def test_a_revoked_gateway_that_still_sends_keeps_its_problem() -> None:
-    from ingest.status import GatewayStatus, mark_revoked
+    from ingest.status import GatewayStatus, Thresholds, judge_dead_letters, mark_revoked
 
-    row = GatewayStatus(plantation="p", gateway="g", state="stale")
-    row.problems = ["last status 900 s ago", "2 batch(es) dead-lettered by the ingest ..."]
-    quiet = GatewayStatus(plantation="p", gateway="q", state="offline")
+    limits = Thresholds()
+    row = GatewayStatus(
+        plantation="p", gateway="g", state="stale", dead_lettered=5, dead_lettered_recent=2
+    )
+    row.problems = ["last status 900 s ago"]
+    judge_dead_letters(row, limits)
+    quiet = GatewayStatus(plantation="p", gateway="q", state="offline", dead_lettered=3)
     quiet.problems = ["offline"]
-    mark_revoked([row, quiet], {("p", "g"): 0, ("p", "q"): 0})
+    mark_revoked([row, quiet], {("p", "g"): 0, ("p", "q"): 0}, limits)
     assert row.state == "revoked" and row.problems == [
         "revoked at 1970-01-01T00:00:00Z but still sending: 2 batch(es) dead-lettered by the "
-        "ingest ..."
+        "ingest in the last 3600 s (--dead-letter-window; 5 since the agent started); the "
+        "ingest's deadletter.sqlite says why"
     ]
     assert (quiet.state, quiet.problems) == ("revoked", [])
