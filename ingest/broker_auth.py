@@ -193,8 +193,7 @@ def setup_status_user(registry: Registry, out_dir: Path, username: str) -> tuple
     """Make sure the registry has a read-only broker user for ``farmtel status``.
 
     The same rules and results as :func:`setup_ingest_user`. An ingest user of that name
-    (made for status before there was a status role) becomes a status user with its
-    password: it loses the ingest's rights, which status never needs.
+    is refused: made read-only, an ingest that logs in as it would get no telemetry.
     """
     return _setup_service_user(registry, out_dir, username, "status")
 
@@ -246,14 +245,3 @@ def _read_password(path: Path, role: str) -> str:
             "spaces or several lines); fix it, or move it away to have a new one made"
         )
     return password
-
-
-def ensure_ingest_user(registry: Registry, out_dir: Path, username: str) -> Path | None:
-    """Give the ingest a broker user if the registry has none for ``username``.
-
-    Returns the password file when the registry gained the user (a new password, or the
-    one already in ``out_dir/<username>.password``: it is never overwritten); None when the
-    user existed. See :func:`setup_ingest_user`.
-    """
-    what, path = setup_ingest_user(registry, out_dir, username)
-    return path if what in ("created", "reused") else None

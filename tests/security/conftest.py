@@ -24,7 +24,7 @@ import pytest
 from contract.mqtt import make_client
 from contract.settings import MqttSettings
 from devstack import ServerNotInstalled, Stack, StackInfo, free_port
-from ingest.broker_auth import ensure_ingest_user, render_acl, render_password_file, write_private
+from ingest.broker_auth import render_acl, render_password_file, setup_ingest_user, write_private
 from ingest.devices import BrokerAddress, add_gateway
 from ingest.pki import Issued, issue, make_ca, save
 from ingest.registry import Registry
@@ -106,11 +106,12 @@ class SecureBroker:
         os.kill(pid, signal.SIGHUP)
 
 
-def _render(reg: Registry, out: Path) -> Path | None:
-    created = ensure_ingest_user(reg, out, INGEST_USER)
+def _render(reg: Registry, out: Path) -> tuple[str, Path]:
+    """What `farmtel broker config` writes; returns setup_ingest_user's (what, file)."""
+    ingest = setup_ingest_user(reg, out, INGEST_USER)
     write_private(out / "passwd", render_password_file(reg))
     write_private(out / "acl", render_acl(reg))
-    return created
+    return ingest
 
 
 def _tls_listener(port: int, tls: Path, cert: str) -> list[str]:
@@ -168,8 +169,8 @@ def secure_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBr
         )
         revoked = GatewayCreds("plant-a", "gw-old", base / "bundle-revoked")
         reg.revoke("plant-a", "gw-old", "stolen", actor="test")
-        ingest_pw = _render(reg, broker_dir)
-    assert ingest_pw is not None
+        what, ingest_pw = _render(reg, broker_dir)
+    assert what == "created"
 
     tls_port, wrong_port, expired_port, cert_port = (free_port() for _ in range(4))
     text = SECURITY_CONF.read_text()
