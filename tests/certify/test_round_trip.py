@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner
 
 import cli
@@ -18,6 +19,13 @@ from tests.certify.bundles import PERIOD, PLANTATION, READINGS_PER_GATEWAY, Buil
 from tests.certify.synth import START_NS, GatewayPlan, make_batches, registry_json, write_batches
 
 runner = CliRunner()
+
+
+def _query_and_org(history: dict[str, object]) -> tuple[InfluxQuery, Ed25519PrivateKey]:
+    """The history fixture's InfluxDB client and the organisation's signing key."""
+    query = history["query"]
+    assert isinstance(query, InfluxQuery)
+    return query, load_org_key(Path(str(history["org"])))
 
 
 def test_round_trip_through_the_cli(history: dict[str, object], tmp_path: Path) -> None:
@@ -136,9 +144,7 @@ def test_unsigned_batches_are_named(history: dict[str, object], tmp_path: Path) 
         "cert-unsigned",
         make_batches("cert-unsigned", plan, 30, batch_size=10, signed=False),
     )
-    query = history["query"]
-    assert isinstance(query, InfluxQuery)
-    org = load_org_key(Path(str(history["org"])))
+    query, org = _query_and_org(history)
     summary = export_bundle(
         query,
         "cert-unsigned",
@@ -200,9 +206,7 @@ def test_a_stepped_clock_does_not_break_a_batch(history: dict[str, object], tmp_
             update={"sig": signing.sign(plan.key, signing.batch_message("cert-step", batches[i]))}
         )
     write_batches(str(history["url"]), str(history["database"]), "cert-step", iter(batches))
-    query = history["query"]
-    assert isinstance(query, InfluxQuery)
-    org = load_org_key(Path(str(history["org"])))
+    query, org = _query_and_org(history)
     summary = export_bundle(
         query, "cert-step", Span(*PERIOD), tmp_path / "s", org, registry_json("cert-step", [plan])
     )
@@ -236,9 +240,7 @@ def test_quarantined_readings_are_exported_and_verify(
     writer = V1Writer(InfluxSettings(url=str(history["url"]), database=str(history["database"])))
     writer.write(("\n".join(batch_to_lines("cert-q", kept, signed=bad) + quarantine)).encode())
     writer.close()
-    query = history["query"]
-    assert isinstance(query, InfluxQuery)
-    org = load_org_key(Path(str(history["org"])))
+    query, org = _query_and_org(history)
     out = tmp_path / "q"
     summary = export_bundle(
         query, "cert-q", Span(*PERIOD), out, org, registry_json("cert-q", [plan])
@@ -305,9 +307,7 @@ def test_a_signed_minus_zero_survives_export_and_verify(
         for b in batches
     ]
     write_batches(str(history["url"]), str(history["database"]), "cert-nz", iter(batches))
-    query = history["query"]
-    assert isinstance(query, InfluxQuery)
-    org = load_org_key(Path(str(history["org"])))
+    query, org = _query_and_org(history)
     out = tmp_path / "nz"
     summary = export_bundle(
         query, "cert-nz", Span(*PERIOD), out, org, registry_json("cert-nz", [plan])
@@ -324,9 +324,7 @@ def test_a_signed_minus_zero_survives_export_and_verify(
 def test_an_empty_export_says_so(history: dict[str, object], tmp_path: Path) -> None:
     """A plantation with nothing stored in the period: the bundle is written (and verifies),
     but the exporter is told it is empty and what to check."""
-    query = history["query"]
-    assert isinstance(query, InfluxQuery)
-    org = load_org_key(Path(str(history["org"])))
+    query, org = _query_and_org(history)
     plan = GatewayPlan("gw-09", sensors=1)
     summary = export_bundle(
         query, "cert-empty", Span(*PERIOD), tmp_path / "e", org, registry_json("cert-empty", [plan])
