@@ -9,12 +9,15 @@ its batch is sent again and overwrites itself in InfluxDB (``sync_acks=True`` fo
 
 Layout of the state next to ``path``:
 
-- ``<path>`` (+ ``-wal``): the database. Readings are keyed by their per-gateway sequence
-  number (``seq``); each row holds one compact JSON record, the reading's wire form
-  exactly as a batch carries it (seq included; rows a version 1 agent stored are JSON
-  arrays without it, see :data:`SCHEMA_VERSION`), and a CRC-32 of seq + record, checked
-  whenever the row is read for sending. Gaps (declared periods without data) are
-  rows of their own, also checksummed.
+- ``<path>`` (+ ``-wal``): the database. Readings are numbered by their per-gateway
+  sequence number (``seq``). A row holds ``n`` readings of one commit with consecutive seq,
+  keyed by the first: their compact JSON records, each the reading's wire form exactly as
+  a batch carries it (seq included), joined by commas, and a CRC-32 of seq, n and the
+  records (:func:`_row_crc`), checked whenever the row is read for sending. A row holds at
+  most ``row_readings`` readings and :data:`ROW_BYTES` bytes (one reading at least), so it
+  fits in a 4 KiB page. Rows a version 1 agent stored are JSON arrays without the seq, and
+  older rows hold one reading each (see :data:`SCHEMA_VERSION`). Gaps (declared periods
+  without data) are rows of their own, also checksummed.
 - ``<path>.seq``: the sequence high-water mark, made durable before every group is
   committed (the older of two copies overwritten in place, then fdatasync; the file is
   created by write, fsync, rename, fsync of the folder), so seq never repeats even when a
@@ -23,10 +26,11 @@ Layout of the state next to ``path``:
 - ``<path>.corrupt-<UTC time>`` (+ ``-wal``/``-shm``): a database that failed its checks on
   open, kept for forensics; see :attr:`Outbox.recovered_from`.
 
-Batches in flight live in memory only. A batch is a contiguous range of seq (plus a list of
-gap rows), because :meth:`Outbox.next_batch` always takes the oldest unassigned readings and
-nothing but ``ack`` removes assigned ones; so ``ack`` deletes by primary-key range and no
-batch column or index has to be rewritten on the SD card for every row sent. A new process
+Batches in flight live in memory only. A batch is a contiguous range of seq made of whole
+rows (plus a list of gap rows), because :meth:`Outbox.next_batch` always takes the oldest
+unassigned rows and nothing but ``ack`` removes assigned ones; so ``ack`` deletes by
+primary-key range and no batch column or index has to be rewritten on the SD card for every
+row sent. A new process
 knows nothing of the previous one's batches, so on open every reading is unassigned again and
 is sent again: a redelivered point overwrites itself in InfluxDB.
 
@@ -80,10 +84,17 @@ _Record = tuple[bytes, bytes]
 
 APPLICATION_ID = 0x46544F42
 """``PRAGMA application_id`` of a farmtel outbox ("FTOB"); anything else is a foreign file."""
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """``PRAGMA user_version`` of the current layout; another value is treated as foreign.
 
-Version 2 stores a new reading's record as its wire JSON object (what a batch carries, so a
+Version 3 stores up to ``row_readings`` readings of a commit in one row (column ``n``
+holds how many; the records joined by commas), so that sending and acking a reading costs a
+twentieth of the SQLite calls at 100 readings/s. A version 1 or 2 row is a version 3 row of
+one reading: its CRC is computed the same way (:func:`_row_crc`). A file of version 1 or 2
+is opened as it is, and the commit that stores its first new rows adds the column ``n``
+(``ALTER TABLE``, no rows rewritten) and marks the file 3, in the same transaction.
+
+Version 2 stored a new reading's record as its wire JSON object (what a batch carries, so a
 batch is its rows' records joined); version 1 stored a JSON array (sensor, field, kind, ts,
 clock, values, cal). Both tables are the same. A version 1 file is opened as it is: its
 array records are still read (and checked against the contract), new rows are objects, and
@@ -92,7 +103,7 @@ it instead of taking object records for corrupt ones. Until then it is still a v
 file (an upgrade rolled back before storing anything leaves the backlog to the older agent),
 and the upgrade writes nothing on open (a full disk does not keep the backlog from going).
 """
-READABLE_VERSIONS = (1, 2)
+READABLE_VERSIONS = (1, 2, 3)
 """``PRAGMA user_version`` values this agent opens."""
 _OBJECT_RECORD = b'{"sensor":'
 """How a version 2 record begins (a version 1 record begins with ``[``)."""
@@ -104,6 +115,14 @@ contract's 1 MiB (``MAX_BATCH_BYTES``, which the broker enforces too with
 ``max_packet_size``) is left to the envelope and up to 100 gaps of up to 3 KB each: readings
 with many values never make a batch that neither the broker nor the ingest would take. At
 ~200 bytes a reading this cuts nothing below ~2,300 readings."""
+
+ROW_READINGS = 50
+"""At most this many readings in one row, by default for the agent (see ``row_readings``);
+at 100 readings/s and a commit every 0.2 s a row holds 20."""
+ROW_BYTES = 4000
+"""A row's records add up to at most this many bytes (unless one record alone is larger), so
+that a row stays within its 4 KiB b-tree page (SQLite keeps up to 4,061 bytes of a row in
+the page; more goes to overflow pages that every read of the row follows)."""
 
 _RECORD_OVERHEAD = 80
 """Bytes a record may grow by in the batch: the comma, and the keys that a version 1
@@ -145,7 +164,9 @@ _SIDECAR_RECORD = 64
 _SCHEMA = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID",
     # seq is the rowid: the pending scan and the ack range delete are primary-key ranges.
-    "CREATE TABLE readings (seq INTEGER PRIMARY KEY, rec BLOB NOT NULL, crc INTEGER NOT NULL)",
+    # n: readings in the row, seq .. seq + n - 1 (added by ALTER TABLE to older files).
+    "CREATE TABLE readings (seq INTEGER PRIMARY KEY, rec BLOB NOT NULL, crc INTEGER NOT NULL,"
+    " n INTEGER NOT NULL DEFAULT 1)",
     # open_sensor is set while an outbox_full gap of that sensor is still growing.
     "CREATE TABLE gaps (id INTEGER PRIMARY KEY, open_sensor TEXT, dropped INTEGER NOT NULL"
     " DEFAULT 0, rec BLOB NOT NULL, crc INTEGER NOT NULL)",
@@ -255,7 +276,22 @@ def _parse_sidecar(page: bytes) -> int | None:
 
 
 def _reading_crc(seq: int, rec: bytes) -> int:
+    """The CRC of a row of one reading (what versions 1 and 2 stored for every row)."""
     return zlib.crc32(rec, zlib.crc32(seq.to_bytes(8, "little")))
+
+
+def _row_prefix(seq: int, n: int) -> bytes:
+    """What a row's CRC covers before its records: the seq, and n when it is not 1 (so a
+    row of one reading has the CRC versions 1 and 2 wrote). Raises for a seq or n that is
+    not an int in range (OverflowError, AttributeError, TypeError)."""
+    if n == 1:
+        return seq.to_bytes(8, "little")
+    return seq.to_bytes(8, "little") + n.to_bytes(4, "little")
+
+
+def _row_crc(seq: int, n: int, rec: bytes) -> int:
+    """The CRC stored with a row of ``n`` readings from ``seq`` whose records are ``rec``."""
+    return zlib.crc32(rec, zlib.crc32(_row_prefix(seq, n)))
 
 
 def _is_corruption(err: sqlite3.Error) -> bool:
@@ -304,10 +340,15 @@ class Outbox:
         max_bytes: int = 384 * 2**20,
         *,
         sync_acks: bool = False,
+        row_readings: int = 1,
     ):
         """Open or create the outbox at ``path`` for ``gateway``; never refuse a bad file.
 
-        ``max_bytes`` caps the pages in use (see :meth:`add`). ``sync_acks=True`` commits
+        ``max_bytes`` caps the pages in use (see :meth:`add`). ``row_readings`` (1..5000) is
+        how many readings of one :meth:`add` may share a row (and at most :data:`ROW_BYTES`
+        of records); a batch takes whole rows, so a caller that asks for
+        fewer readings than that can get one row more than it asked for. The agent passes
+        ``min(ROW_READINGS, batch_size)``. ``sync_acks=True`` commits
         :meth:`ack` with ``synchronous=FULL`` too; by default acks commit with ``NORMAL``
         (still atomic), because an ack lost to a power cut only means that batch is sent
         again and overwrites itself in InfluxDB, while an fsync per ack slows a backlog drain.
@@ -322,10 +363,15 @@ class Outbox:
         check_ident(gateway, "gateway id")
         if max_bytes <= 0:
             raise ValueError(f"outbox max_bytes {max_bytes} must be a positive number of bytes")
+        if not 1 <= row_readings <= MAX_READINGS_PER_BATCH:
+            raise ValueError(
+                f"outbox row_readings {row_readings} must be 1..{MAX_READINGS_PER_BATCH}"
+            )
         self.path = Path(path)
         self.gateway = gateway
         self.max_bytes = max_bytes
         self.sync_acks = sync_acks
+        self.row_readings = row_readings
         self.recovered_from: Path | None = None
         self.recovery_reason: str | None = None
         self.dropped_total = 0
@@ -345,8 +391,10 @@ class Outbox:
         self._full_cause = f"outbox reached its cap of {max_bytes} bytes"
         self._last_vacuum = 0.0
         # The version of a file opened in an older format (set by _prepare): the commit that
-        # stores its first object record marks it SCHEMA_VERSION.
+        # stores its first new rows adds the column n and marks it SCHEMA_VERSION.
         self._upgrade_from: int | None = None
+        # How SQL reads a row's count of readings: "1" until an older file has the column.
+        self._n = "n"
         self._closed = False
 
         if not self.path.parent.is_dir():
@@ -409,6 +457,7 @@ class Outbox:
         # Exclusive before the first access: the file stays locked while we run and WAL
         # needs no shared-memory index.
         self._upgrade_from = None
+        self._n = "n"
         conn.execute("PRAGMA locking_mode=EXCLUSIVE")
         app_id = conn.execute("PRAGMA application_id").fetchone()[0]
         tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
@@ -421,7 +470,7 @@ class Outbox:
             if version not in READABLE_VERSIONS:
                 raise _Unusable(
                     f"outbox schema version {version}, this agent reads"
-                    f" {' and '.join(map(str, READABLE_VERSIONS))}"
+                    f" {', '.join(map(str, READABLE_VERSIONS[:-1]))} and {READABLE_VERSIONS[-1]}"
                 )
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if mode != "wal":
@@ -436,11 +485,19 @@ class Outbox:
             if row is None or row[0] != self.gateway:
                 owner = None if row is None else row[0]
                 raise _Unusable(f"outbox belongs to gateway {owner!r}, not {self.gateway!r}")
+            columns = [r[1] for r in conn.execute("PRAGMA table_info(readings)")]
             if version != SCHEMA_VERSION:
-                # Its array records stay readable; new rows are objects, which an agent that
-                # reads only version 1 must not take for corrupt ones: the commit that stores
-                # the first of them marks the file (_add_locked), not this open.
+                # Its rows stay readable as rows of one reading; new rows (objects, several
+                # readings) must not be taken for corrupt ones by an older agent: the commit
+                # that stores the first of them marks the file (_add_locked), not this open.
                 self._upgrade_from = version
+                self._n = "1"
+                if columns != ["seq", "rec", "crc"]:
+                    raise _Unusable(
+                        f"readings columns {columns} are not a version {version} outbox's"
+                    )
+            elif columns != ["seq", "rec", "crc", "n"]:
+                raise _Unusable(f"readings columns {columns} are not a version 3 outbox's")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
         conn.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
@@ -503,8 +560,14 @@ class Outbox:
             meta_next = int(
                 conn.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()[0]
             )
-            max_seq = conn.execute("SELECT max(seq) FROM readings").fetchone()[0]
-            self._n_readings = conn.execute("SELECT count(*) FROM readings").fetchone()[0]
+            last = conn.execute(
+                f"SELECT seq, rec, crc, {self._n} FROM readings ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
+            # A last row that fails its CRC counts as one reading: its n is not trusted.
+            max_seq = None if last is None else last[0] + _trusted_count(last) - 1
+            self._n_readings = int(
+                conn.execute(f"SELECT total({self._n}) FROM readings").fetchone()[0]
+            )
             self._n_gaps = conn.execute("SELECT count(*) FROM gaps").fetchone()[0]
             open_gaps = conn.execute(
                 "SELECT count(*) FROM gaps WHERE open_sensor IS NOT NULL"
@@ -794,16 +857,15 @@ class Outbox:
                 admitted.append((i, rec))
 
         first = self._next_seq
-        rows = [
-            (seq, rec, _reading_crc(seq, rec))
-            for seq, rec in (
-                (first + n, head + b"%d" % (first + n) + tail)
-                for n, (_, (head, tail)) in enumerate(admitted)
-            )
-        ]
+        count = len(admitted)
+        rows = _rows_of(
+            [head + b"%d" % (first + n) + tail for n, (_, (head, tail)) in enumerate(admitted)],
+            first,
+            self.row_readings,
+        )
         if rows:
             # Before the commit: a crash in between burns these seq and never reuses them.
-            self._write_sidecar(first + len(rows))
+            self._write_sidecar(first + count)
         try:
             with self._translate("add"):
                 try:
@@ -812,15 +874,18 @@ class Outbox:
                         if release:
                             self._close_open_gaps(conn)
                         if rows and self._upgrade_from is not None:
-                            # With its first object records, in the same transaction.
+                            # With its first new rows, in the same transaction.
+                            conn.execute(
+                                "ALTER TABLE readings ADD COLUMN n INTEGER NOT NULL DEFAULT 1"
+                            )
                             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
                         conn.executemany(
-                            "INSERT INTO readings (seq, rec, crc) VALUES (?, ?, ?)", rows
+                            "INSERT INTO readings (seq, rec, crc, n) VALUES (?, ?, ?, ?)", rows
                         )
                         if rows:
                             conn.execute(
                                 "UPDATE meta SET value = ? WHERE key = 'next_seq'",
-                                (first + len(rows),),
+                                (first + count,),
                             )
                         new_gaps += self._store_drops(conn, self._drops_of(dropped))
                         new_gaps += self._store_unsaved_gaps(conn)
@@ -829,7 +894,7 @@ class Outbox:
                         raise
                     return self._add_disk_full(readings, recs, err)
         except OutboxError:
-            log.error("outbox commit failed; readings not stored count=%d", len(rows))
+            log.error("outbox commit failed; readings not stored count=%d", count)
             raise
         if release:
             log.warning("outbox has room again; outbox_full gaps closed path=%s", self.path)
@@ -841,8 +906,9 @@ class Outbox:
                 SCHEMA_VERSION,
             )
             self._upgrade_from = None
-        self._next_seq = first + len(rows)
-        self._n_readings += len(rows)
+            self._n = "n"
+        self._next_seq = first + count
+        self._n_readings += count
         self._n_gaps += new_gaps
         self._drops = {}
         self._unsaved_gaps.clear()
@@ -1000,11 +1066,16 @@ class Outbox:
 
     # --- batches ---------------------------------------------------------------------------
     @staticmethod
-    def _decode_readings(rows: Iterable[Any]) -> tuple[list[WireReading | None], dict[int, int]]:
-        """Each row's wire form, or None where the row fails its checksum or the contract;
-        and the seq of each row that failed, by its index.
+    def _decode_readings(
+        rows: Sequence[Any], bound: int
+    ) -> tuple[list[WireReading | None], dict[int, int]]:
+        """Each reading's wire form, or None where its row fails its checksum or the reading
+        fails the contract; and the seq of each reading that failed, by its index.
 
-        ``rows`` are (seq, rec, crc). Each record is checked against the contract again: a
+        ``rows`` are (seq, rec, crc, n) in seq order, and ``bound`` is the seq of the row
+        after the last (or the next seq to assign): a row that fails its checksum counts as
+        ``n`` readings only where that does not reach the next row (:func:`_reading_rows`).
+        Each record is checked against the contract again: a
         record that passes its CRC but not the contract would make ingest dead-letter the
         whole batch. (:meth:`Outbox.next_raw_batch` skips this for rows that pass their CRC
         and hold this version's object records, checked when they were added; it comes here
@@ -1016,11 +1087,11 @@ class Outbox:
         parse, or is not plainly valid) is decided row by row (:func:`_decode_rows`) as a
         whole, with the same outcome either way.
         """
-        rows = list(rows)
-        readings = _plain_wire_readings(rows)
+        per_reading = _reading_rows(rows, bound)
+        readings = _plain_wire_readings(per_reading)
         if readings is not None:
             return readings, {}
-        return _decode_rows(rows)
+        return _decode_rows(per_reading)
 
     @staticmethod
     def _decode_gap(rec: bytes, crc: int) -> Gap | None:
@@ -1113,12 +1184,19 @@ class Outbox:
                 )
             )
         out: list[tuple[int, Gap]] = []
+        n_bad = 0
         with self._txn(durable=True) as conn:
             for run in runs:
-                conn.execute(
-                    "DELETE FROM readings WHERE seq BETWEEN ? AND ?",
-                    (run.first, run.first + run.count - 1),
-                )
+                # Only rows wholly in the run: the other readings of a row whose one record
+                # fails the contract stay stored until the batch's receipt.
+                # (A corrupt row's own n is not trusted: the run counts what it stood for.)
+                last = run.first + run.count - 1
+                deleted = conn.execute(
+                    f"DELETE FROM readings WHERE seq BETWEEN ? AND ? AND seq + {self._n} - 1 <= ?",
+                    (run.first, last, last),
+                ).rowcount
+                if deleted:
+                    n_bad += run.count
             for gap_id in bad_gap_ids:
                 conn.execute("DELETE FROM gaps WHERE id = ?", (gap_id,))
             for gap in replacements:
@@ -1129,10 +1207,9 @@ class Outbox:
                 if new_id is None:
                     raise OutboxError(f"outbox {self.path}: inserting a gap returned no row id")
                 out.append((new_id, gap))
-        n_bad = sum(r.count for r in runs)
         self._n_readings -= n_bad
         self._n_gaps += len(replacements) - len(bad_gap_ids)
-        self.corrupt_rows_total += n_bad + len(bad_gap_ids)
+        self.corrupt_rows_total += sum(r.count for r in runs) + len(bad_gap_ids)
         batch.gap_ids = [i for i in batch.gap_ids if i not in bad_gap_ids] + [i for i, _ in out]
         for run in runs:
             log.error(
@@ -1183,7 +1260,7 @@ class Outbox:
         and match the batch envelope's ``^[A-Za-z0-9_-]{1,64}$``; ``max_readings`` is at most
         5000 and ``max_gaps`` at most 1000 (``ValueError``).
         """
-        readings, _, gaps = self._take(batch_id, max_readings, max_gaps, raw=False)
+        _, readings, _, gaps = self._take(batch_id, max_readings, max_gaps, raw=False)
         return cast(list[WireReading], readings), gaps
 
     def next_raw_batch(
@@ -1199,17 +1276,41 @@ class Outbox:
         gaps) and the array is their wire forms encoded. Either way the array holds the same
         bytes for the same readings.
         """
-        readings, raw, gaps = self._take(batch_id, max_readings, max_gaps, raw=True)
+        count, readings, raw, gaps = self._take(batch_id, max_readings, max_gaps, raw=True)
         if raw is None:
             return len(readings), orjson.dumps(readings), gaps
-        return len(readings), raw, gaps
+        return count, raw, gaps
+
+    def _pending_rows(self, max_readings: int) -> list[Any]:
+        """The oldest unassigned rows (seq, rec, crc, n), whole, holding at most
+        ``max_readings`` readings, or one row if the first alone holds more."""
+        if max_readings <= 0:
+            return []
+        first = self._conn.execute(
+            "SELECT seq FROM readings WHERE seq > ? ORDER BY seq LIMIT 1", (self._cursor,)
+        ).fetchone()
+        if first is None:
+            return []
+        # Seq are consecutive from row to row, so the rows that can fit start in this range
+        # (after a hole in seq the batch is just smaller).
+        rows = self._conn.execute(
+            f"SELECT seq, rec, crc, {self._n} FROM readings WHERE seq BETWEEN ? AND ? ORDER BY seq",
+            (first[0], first[0] + max_readings - 1),
+        ).fetchall()
+        try:
+            total = sum(map(_N, rows))
+        except TypeError:  # a corrupt row's n: counted as one, decided by the decoder
+            total = sum(_count_of(row) for row in rows)
+        while total > max_readings and len(rows) > 1:
+            total -= _count_of(rows.pop())
+        return rows
 
     def _take(
         self, batch_id: str, max_readings: int, max_gaps: int, raw: bool
-    ) -> tuple[list[Any], bytes | None, list[Gap]]:
-        """Assign a new batch (see :meth:`next_wire_batch`): its readings, their records
-        joined into a JSON array if ``raw`` and every row allows it (then the readings are
-        the rows, not parsed), and its gaps."""
+    ) -> tuple[int, list[Any], bytes | None, list[Gap]]:
+        """Assign a new batch (see :meth:`next_wire_batch`): how many readings it holds, its
+        readings, their records joined into a JSON array if ``raw`` and every row allows it
+        (then the readings are the rows, not parsed), and its gaps."""
         _check_batch_id(batch_id)
         if not 0 <= max_readings <= MAX_READINGS_PER_BATCH:
             raise ValueError(f"max_readings {max_readings} must be 0..{MAX_READINGS_PER_BATCH}")
@@ -1220,24 +1321,28 @@ class Outbox:
             if batch_id in self._batches:
                 raise ValueError(f"batch id {batch_id!r} is already in flight; use a new id")
             with self._translate("next_batch"):
-                rows = _within_byte_budget(
-                    self._conn.execute(
-                        "SELECT seq, rec, crc FROM readings WHERE seq > ? ORDER BY seq LIMIT ?",
-                        (self._cursor, max_readings),
-                    ).fetchall()
-                )
+                rows = _within_byte_budget(self._pending_rows(max_readings))
                 joined = _joined_records(rows) if raw else None
                 gap_rows = self._pending_gap_rows(max_gaps)
                 if not rows and not gap_rows:
-                    return [], None, []
+                    return 0, [], None, []
                 decoded: list[WireReading | None] = []
                 bad: dict[int, int] = {}
                 first_seq = last_seq = None
+                count = 0
                 if joined is not None:  # every row intact: none to decode, none bad
                     if rows:
-                        first_seq, last_seq = rows[0][0], rows[-1][0]
+                        count = sum(map(_N, rows))
+                        first_seq, last_seq = rows[0][0], rows[-1][0] + rows[-1][3] - 1
                 else:
-                    decoded, bad = self._decode_readings(rows)
+                    bound = self._next_seq
+                    if rows:
+                        after = self._conn.execute(
+                            "SELECT seq FROM readings WHERE seq > ? ORDER BY seq LIMIT 1",
+                            (rows[-1][0],),
+                        ).fetchone()
+                        bound = self._next_seq if after is None else after[0]
+                    decoded, bad = self._decode_readings(rows, bound)
                     if decoded:
                         first_seq = _seq_at(decoded, bad, 0)
                         last_seq = _seq_at(decoded, bad, len(decoded) - 1)
@@ -1252,8 +1357,10 @@ class Outbox:
             self._assigned_gaps.update(batch.gap_ids)
             if batch.last_seq is not None:
                 self._cursor = batch.last_seq
-            # Joined: the readings handed back are the rows (only their number is used).
-            return (rows if joined is not None else readings), joined, gaps
+            # Joined: the readings handed back are the rows (only their count is used).
+            if joined is not None:
+                return count, rows, joined, gaps
+            return len(readings), readings, None, gaps
 
     def batch_contents(self, batch_id: str) -> tuple[list[Reading], list[Gap]]:
         """:meth:`wire_batch_contents` with the readings as :class:`contract.wire.Reading`."""
@@ -1274,13 +1381,14 @@ class Outbox:
             with self._translate("batch_contents"):
                 decoded: list[WireReading | None] = []
                 bad: dict[int, int] = {}
-                if batch.first_seq is not None:
+                if batch.first_seq is not None and batch.last_seq is not None:
                     decoded, bad = self._decode_readings(
                         self._conn.execute(
-                            "SELECT seq, rec, crc FROM readings WHERE seq BETWEEN ? AND ? "
-                            "ORDER BY seq",
+                            f"SELECT seq, rec, crc, {self._n} FROM readings "
+                            "WHERE seq BETWEEN ? AND ? ORDER BY seq",
                             (batch.first_seq, batch.last_seq),
-                        )
+                        ).fetchall(),
+                        batch.last_seq + 1,
                     )
                 gap_rows: list[Any] = []
                 if batch.gap_ids:
@@ -1361,10 +1469,14 @@ class Outbox:
             released: int | None = None
             with self._translate("ack"), self._txn(durable=self.sync_acks) as conn:
                 if batch.first_seq is not None:
-                    n_readings = conn.execute(
-                        "DELETE FROM readings WHERE seq BETWEEN ? AND ?",
-                        (batch.first_seq, batch.last_seq),
-                    ).rowcount
+                    span = (batch.first_seq, batch.last_seq)
+                    n_readings = int(
+                        conn.execute(
+                            f"SELECT total({self._n}) FROM readings WHERE seq BETWEEN ? AND ?",
+                            span,
+                        ).fetchone()[0]
+                    )
+                    conn.execute("DELETE FROM readings WHERE seq BETWEEN ? AND ?", span)
                 if batch.gap_ids:
                     marks = ",".join("?" * len(batch.gap_ids))
                     n_gaps = conn.execute(
@@ -1405,11 +1517,11 @@ class Outbox:
             with self._translate("depth"):
                 used = self._used_bytes()
                 row = self._conn.execute(
-                    "SELECT seq, rec, crc FROM readings ORDER BY seq LIMIT 1"
+                    f"SELECT seq, rec, crc, {self._n} FROM readings ORDER BY seq LIMIT 1"
                 ).fetchone()
             oldest = None
             if row is not None:
-                reading = self._decode_readings([row])[0][0]
+                reading = self._decode_readings([row], row[0] + _trusted_count(row))[0][0]
                 oldest = None if reading is None else reading["ts"]
             return OutboxDepth(
                 readings=self._n_readings,
@@ -1517,24 +1629,112 @@ def _within_byte_budget(rows: list[Any]) -> list[Any]:
 
 
 def _joined_records(rows: list[Any]) -> bytes | None:
-    """The records of rows (seq, rec, crc) as one JSON array if every row holds an object
-    record (what this version writes, checked when it was added) and passes its CRC, else
-    None: then the rows are decoded and checked (:meth:`Outbox._decode_readings`).
+    """The records of rows (seq, rec, crc, n) as one JSON array if every row holds object
+    records (what versions 2 and 3 write, checked when they were added) and passes its CRC,
+    else None: then the rows are decoded and checked (:meth:`Outbox._decode_readings`).
 
-    A record that passes its CRC is byte for byte what :meth:`Outbox.add` wrote, so it is
-    the wire form of a reading the contract accepted: no need to parse it again.
+    A row that passes its CRC is byte for byte what :meth:`Outbox.add` wrote, so its
+    records are the wire forms of readings the contract accepted: no need to parse them.
     """
     if not rows:
         return b"[]"
+    crc32 = zlib.crc32
     try:
+        seqs, recs, crcs, counts = zip(*rows, strict=True)
         # The cheap test first: a version 1 file's array records go to the decoder without
         # their CRCs computed here as well.
-        if not all(map(bytes.startswith, (row[1] for row in rows), repeat(_OBJECT_RECORD))):
+        if not all(map(bytes.startswith, recs, repeat(_OBJECT_RECORD))):
             return None
-        intact = _intact_columns(rows)
-    except (TypeError, ValueError, IndexError, struct.error):
+        if list(map(crc32, recs, map(crc32, map(_row_prefix, seqs, counts)))) != list(crcs):
+            return None
+    except (TypeError, ValueError, IndexError, OverflowError, AttributeError):
         return None
-    return None if intact is None else b"[" + b",".join(intact[1]) + b"]"
+    return b"[" + b",".join(recs) + b"]"
+
+
+_N = itemgetter(3)
+"""A row's count of readings (rows are seq, rec, crc, n)."""
+
+
+def _count_of(row: Any) -> int:
+    """How many readings a row (seq, rec, crc, n) is counted as while choosing a batch: its
+    n, or 1 when n is not a positive int (a corrupt row, decided by the decoder)."""
+    n = row[3]
+    return n if type(n) is int and n >= 1 else 1
+
+
+def _trusted_count(row: Any) -> int:
+    """A row's n if the row passes its CRC, else 1."""
+    seq, rec, crc, n = row
+    try:
+        if type(n) is int and n >= 1 and _row_crc(seq, n, rec) == crc:
+            return n
+    except (TypeError, OverflowError, AttributeError):
+        pass
+    return 1
+
+
+def _rows_of(recs: list[bytes], first: int, most: int) -> list[tuple[int, bytes, int, int]]:
+    """Rows (seq, rec, crc, n) for the records of consecutive seq from ``first``: at most
+    ``most`` records and :data:`ROW_BYTES` bytes in a row, one record at least."""
+    rows: list[tuple[int, bytes, int, int]] = []
+    start = 0
+    total = len(recs)
+    while start < total:
+        end = start + 1
+        size = len(recs[start])
+        limit = min(total, start + most)
+        while end < limit:
+            size += len(recs[end]) + 1
+            if size > ROW_BYTES:
+                break
+            end += 1
+        seq = first + start
+        n = end - start
+        rec = recs[start] if n == 1 else b",".join(recs[start:end])
+        rows.append((seq, rec, _row_crc(seq, n, rec), n))
+        start = end
+    return rows
+
+
+_NOT_A_CRC = -1
+"""Stands for the CRC of a reading whose row failed its own: no CRC-32 is negative."""
+
+
+def _reading_rows(rows: Sequence[Any], bound: int) -> list[tuple[Any, Any, Any]]:
+    """Rows (seq, rec, crc, n) as rows (seq, rec, crc) of one reading each, what the decoders
+    check (:func:`_plain_wire_readings`, :func:`_decode_rows`).
+
+    A row of one reading is itself. An intact row of several is split into its records,
+    each given its own CRC (they are the records :meth:`Outbox.add` joined). A row that
+    fails its CRC, or whose records are not ``n`` JSON objects, becomes ``n`` readings that
+    fail theirs, so the decoder puts one storage_corrupt gap for the row's seq range; its n
+    is not trusted beyond the seq of the next row (``bound`` after the last row).
+    """
+    out: list[tuple[Any, Any, Any]] = []
+    for i, row in enumerate(rows):
+        seq, rec, crc, n = row
+        if n == 1:
+            out.append((seq, rec, crc))
+            continue
+        records: list[bytes] | None = None
+        if _trusted_count(row) > 1:
+            try:
+                parsed = orjson.loads(b"[" + rec + b"]")
+            except (orjson.JSONDecodeError, TypeError):
+                parsed = None
+            if type(parsed) is list and len(parsed) == n:
+                records = [orjson.dumps(r) for r in parsed]
+        if records is not None:
+            out.extend((seq + k, r, _reading_crc(seq + k, r)) for k, r in enumerate(records))
+            continue
+        after = rows[i + 1][0] if i + 1 < len(rows) else bound
+        try:
+            span = max(1, min(_count_of(row), after - seq))
+        except TypeError:
+            span = 1
+        out.extend((seq + k, b"", _NOT_A_CRC) for k in range(span))
+    return out
 
 
 _WIRE_KEYS = tuple(_READING_FIELDS)

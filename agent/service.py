@@ -25,7 +25,7 @@ from agent.clock import ClockWatch
 from agent.config import GatewayConfig
 from agent.memory import limit_malloc_arenas, release_free_memory
 from agent.metrics import agent_metrics_server
-from agent.outbox import NewReading, Outbox
+from agent.outbox import ROW_READINGS, NewReading, Outbox
 from agent.publisher import Publisher
 from agent.scheduler import PortWorker, SensorHealth, group_by_port
 from agent.signer import BatchSigner
@@ -109,7 +109,13 @@ class Agent:
             "gaps": 0,
         }
         make_state_dir(config.gateway.state_dir, "gateway.state_dir")
-        self.outbox = Outbox(config.outbox_path(), config.gateway.id, config.outbox.max_bytes)
+        self.outbox = Outbox(
+            config.outbox_path(),
+            config.gateway.id,
+            config.outbox.max_bytes,
+            # A batch takes whole rows: no row holds more than the smallest batch.
+            row_readings=min(ROW_READINGS, self.batch_limit.least),
+        )
         if self.outbox.recovered_from is not None:
             log.error(
                 "outbox was corrupt and was moved aside path=%s; collection goes on",

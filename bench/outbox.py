@@ -115,10 +115,14 @@ def bench_drain(folder: Path, total: int, sync_acks: bool) -> dict[str, Any]:
     }
 
 
-def bench_send_path(folder: Path, total: int, batch: int) -> dict[str, Any]:
+def bench_send_path(folder: Path, total: int, batch: int, row_readings: int) -> dict[str, Any]:
     """The agent's steps for each new batch (agent.service.Agent._send_batch without the
-    MQTT publish), in process CPU: next_raw_batch, encode_wire_batch, ack."""
-    ob = Outbox(Path(tempfile.mkdtemp(dir=folder)) / "outbox.sqlite", "gw-bench")
+    MQTT publish), in process CPU: next_raw_batch, encode_wire_batch, ack; from rows of
+    ``row_readings`` readings (1: the layout of version 2; 20: what an agent reading
+    100/s stores, a commit every 0.2 s)."""
+    ob = Outbox(
+        Path(tempfile.mkdtemp(dir=folder)) / "outbox.sqlite", "gw-bench", row_readings=row_readings
+    )
     for g in range(total // 1000):
         ob.add(readings(g * 1000, 1000))
     cpu = {"take": 0.0, "encode": 0.0, "ack": 0.0}
@@ -149,6 +153,7 @@ def bench_send_path(folder: Path, total: int, batch: int) -> dict[str, Any]:
     per = {f"{k}_cpu_us": round(v * 1e6 / n, 3) for k, v in cpu.items()}
     return {
         "batch": batch,
+        "row_readings": row_readings,
         "readings": n,
         "seconds": round(elapsed, 3),
         "readings_per_s": round(n / elapsed),
@@ -196,9 +201,12 @@ def main() -> None:
                 best_of([bench_drain(folder, args.readings, sync_acks=False) for _ in range(n)]),
                 best_of([bench_drain(folder, args.readings, sync_acks=True) for _ in range(n)]),
             ],
-            "send_path": best_of(
-                [bench_send_path(folder, args.readings, args.batch) for _ in range(n)]
-            ),
+            "send_path": [
+                best_of(
+                    [bench_send_path(folder, args.readings, args.batch, rows) for _ in range(n)]
+                )
+                for rows in (1, 20)
+            ],
         }
         results["machine"]["loadavg_after"] = os.getloadavg()
     for r in results["add"]:
@@ -211,13 +219,15 @@ def main() -> None:
             f"drain  batch=500 acks={r['acks']:<6} {r['readings_per_s']:>8} readings/s  "
             f"next_batch {r['next_batch']}  ack {r['ack']}  (runs: {r['runs_readings_per_s']})"
         )
-    r = results["send_path"]
-    print(
-        f"send   batch={r['batch']:<5} {r['readings_per_s']:>8} readings/s  CPU µs per reading:"
-        f" next_raw_batch {r['take_cpu_us']}, encode {r['encode_cpu_us']}, ack {r['ack_cpu_us']},"
-        f" total {r['total_cpu_us']} (system {r['system_cpu_us']});"
-        f" {r['minor_faults_per_batch']} page faults per batch  (runs: {r['runs_readings_per_s']})"
-    )
+    for r in results["send_path"]:
+        print(
+            f"send   batch={r['batch']:<5} rows of {r['row_readings']:>2}"
+            f" {r['readings_per_s']:>8} readings/s  CPU µs per reading:"
+            f" next_raw_batch {r['take_cpu_us']}, encode {r['encode_cpu_us']},"
+            f" ack {r['ack_cpu_us']}, total {r['total_cpu_us']} (system {r['system_cpu_us']});"
+            f" {r['minor_faults_per_batch']} page faults per batch"
+            f"  (runs: {r['runs_readings_per_s']})"
+        )
     out = ROOT / "bench" / "results" / "outbox.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")

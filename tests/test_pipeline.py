@@ -42,7 +42,7 @@ def _outbox_rows(path: Path) -> int:
     if not path.exists():
         return -1
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-        return int(db.execute("SELECT count(*) FROM readings").fetchone()[0])
+        return int(db.execute("SELECT total(n) FROM readings").fetchone()[0])
 
 
 def _ports_open(client: TestClient) -> int:

@@ -60,7 +60,7 @@ def _status(client: TestClient, what: str) -> int | None:
 
 def _outbox_rows(path: Path) -> int:
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-        return int(db.execute("SELECT count(*) FROM readings").fetchone()[0])
+        return int(db.execute("SELECT total(n) FROM readings").fetchone()[0])
 
 
 def _stop(proc: Proc) -> int | None:

@@ -166,7 +166,10 @@ def test_a_connection_lost_with_batches_in_flight_makes_new_batches_smaller(
     receipts in a row bring 400 back."""
     gateway = f"gw-lim-{uuid.uuid4().hex[:6]}"
     agent = _agent(tmp_path, stack, gateway, batch_size=400, max_inflight=2)
-    agent.outbox.add(_narrow(6000))
+    # Commits of 40, as at 200 readings/s: rows of 40, and batches take whole rows.
+    readings = _narrow(6000)
+    for start in range(0, 6000, 40):
+        agent.outbox.add(readings[start : start + 40])
     watch = TestClient(stack.mqtt_host, stack.mqtt_port)
     watch.subscribe(telemetry_topic("p-lim", gateway))
     agent.start()
@@ -234,5 +237,26 @@ def test_a_batch_cut_by_bytes_is_not_taken_for_a_drained_outbox(
             agent.outbox.next_raw_batch(uuid.uuid4().hex, 2000)
         agent._note_taken(count, 0, 2000)  # as short, and nothing left behind: drained
         assert agent._drained
+    finally:
+        agent.outbox.close()
+
+
+@pytest.mark.parametrize(("batch_size", "rows"), [(2000, 50), (100, 50), (30, 30), (1, 1)])
+def test_no_outbox_row_holds_more_than_the_smallest_batch(
+    tmp_path: Path, batch_size: int, rows: int
+) -> None:
+    """A batch takes whole rows: the agent's rows never hold more readings than a batch
+    may, even shrunk after lost connections."""
+    agent = make_agent(
+        tmp_path, "p-lim", "gw-rows", mqtt={"port": 1}, outbox={"batch_size": batch_size}
+    )
+    try:
+        assert agent.outbox.row_readings == rows
+        assert rows <= agent.batch_limit.least
+        agent.outbox.add(_narrow(120))
+        stored = [n for (n,) in agent.outbox._conn.execute("SELECT n FROM readings")]
+        assert sum(stored) == 120 and max(stored) <= rows
+        got = agent.outbox.next_raw_batch("b1", agent.batch_limit.least)[0]
+        assert 0 < got <= agent.batch_limit.least
     finally:
         agent.outbox.close()

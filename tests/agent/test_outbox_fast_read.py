@@ -51,7 +51,8 @@ def reference(rows: list[Any]) -> tuple[list[Any], dict[int, int]]:
 
 
 def decoded(rows: list[Any]) -> tuple[list[Any], dict[int, int]]:
-    return Outbox._decode_readings(iter(rows))  # a cursor is an iterator too
+    # Rows of one reading each (n = 1), as versions 1 and 2 stored every reading.
+    return Outbox._decode_readings([(*row, 1) for row in rows], rows[-1][0] + 1 if rows else 0)
 
 
 def test_a_batch_as_the_agent_writes_it_takes_the_column_path(tmp_path: Path) -> None:

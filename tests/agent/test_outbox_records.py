@@ -64,7 +64,7 @@ def test_add_stores_each_reading_as_its_wire_form(tmp_path: Path) -> None:
         assert again == wire
     assert orjson.loads(stored[40][1])["values"] == {"temp_c": 21.0}
     ob.close()
-    assert user_version(tmp_path / "outbox.sqlite") == outbox_mod.SCHEMA_VERSION == 2
+    assert user_version(tmp_path / "outbox.sqlite") == outbox_mod.SCHEMA_VERSION == 3
 
 
 def test_a_raw_batch_holds_the_bytes_of_the_checked_wire_forms(
@@ -108,13 +108,14 @@ def _make_version_1(path: Path, n: int) -> list[dict[str, Any]]:
             "UPDATE readings SET rec = ?, crc = ? WHERE seq = ?",
             (rec, _reading_crc(w["seq"], rec), w["seq"]),
         )
+    conn.execute("ALTER TABLE readings DROP COLUMN n")  # added by version 3
     conn.execute("PRAGMA user_version=1")
     conn.commit()
     conn.close()
     return wires
 
 
-def test_a_version_1_file_is_read_and_marked_2(tmp_path: Path) -> None:
+def test_a_version_1_file_is_read_and_marked_3(tmp_path: Path) -> None:
     path = tmp_path / "outbox.sqlite"
     old = _make_version_1(path, 10)
     assert user_version(path) == 1
@@ -129,7 +130,7 @@ def test_a_version_1_file_is_read_and_marked_2(tmp_path: Path) -> None:
     assert ob.recovered_from is None
     assert ob._conn.execute("PRAGMA user_version").fetchone()[0] == 1  # the file is locked
     assert ob.add([new(i) for i in range(10, 15)]) == list(range(10, 15))
-    assert ob._conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert ob._conn.execute("PRAGMA user_version").fetchone()[0] == 3
     count, raw, gaps = ob.next_raw_batch("b1", 500)
     readings = orjson.loads(raw)
     assert count == 14
@@ -138,10 +139,10 @@ def test_a_version_1_file_is_read_and_marked_2(tmp_path: Path) -> None:
     assert all(list(r) == list(_READING_FIELDS) for r in readings)
     assert [(g.reason, g.seq, g.count) for g in gaps] == [("storage_corrupt", 3, 1)]
     ob.close()
-    assert user_version(path) == 2
+    assert user_version(path) == 3
 
 
-def test_a_version_1_file_is_marked_2_by_the_commit_of_its_first_object_record(
+def test_a_version_1_file_is_marked_3_by_the_commit_of_its_first_new_rows(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Until it holds an object record the file stays one version 1 reads: an agent that
@@ -165,12 +166,12 @@ def test_a_version_1_file_is_marked_2_by_the_commit_of_its_first_object_record(
     assert ob._conn.execute("PRAGMA user_version").fetchone()[0] == 1  # rolled back with it
     ob._conn.execute("PRAGMA max_page_count = 1000000")
     assert ob.add([new(400)]) == [10]
-    assert ob._conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert ob._conn.execute("PRAGMA user_version").fetchone()[0] == 3
     assert caplog.text.count("outbox upgraded") == 1
     assert ob.add([new(401)]) == [11]
     assert caplog.text.count("outbox upgraded") == 1
     ob.close()
-    assert user_version(path) == 2
+    assert user_version(path) == 3
 
 
 def test_a_version_1_file_gives_the_batches_version_1_gave(tmp_path: Path) -> None:
@@ -186,7 +187,7 @@ def test_a_version_1_file_gives_the_batches_version_1_gave(tmp_path: Path) -> No
     ob.close()
 
 
-@pytest.mark.parametrize("version", [0, 3, 99])
+@pytest.mark.parametrize("version", [0, 4, 99])
 def test_a_version_it_cannot_read_is_moved_aside(tmp_path: Path, version: int) -> None:
     path = tmp_path / "outbox.sqlite"
     ob = Outbox(path, GW)
@@ -198,7 +199,7 @@ def test_a_version_it_cannot_read_is_moved_aside(tmp_path: Path, version: int) -
     conn.close()
     ob = Outbox(path, GW)
     assert ob.recovered_from is not None
-    assert ob.recovery_reason == f"outbox schema version {version}, this agent reads 1 and 2"
+    assert ob.recovery_reason == f"outbox schema version {version}, this agent reads 1, 2 and 3"
     assert ob.add([new(3)]) == [3]  # seq goes on from the sidecar
     ob.close()
 
@@ -214,6 +215,11 @@ def _object_rows(recs: list[bytes], first: int = 1000) -> list[Any]:
         rec = _object(rec, first + n)
         out.append((first + n, rec, _reading_crc(first + n, rec)))
     return out
+
+
+def _one_per_row(rows: list[Any]) -> list[Any]:
+    """Rows (seq, rec, crc) as the outbox reads them: (seq, rec, crc, n) with n = 1."""
+    return [(*row, 1) for row in rows]
 
 
 def _good(n: int) -> list[bytes]:
@@ -245,7 +251,7 @@ def test_an_object_record_not_as_written_is_a_bad_row(odd: Any) -> None:
     assert bad == {0: seq}
     assert readings[0] is None
     assert [r["seq"] for r in readings[1:]] == [2, 3, 4, 5]
-    assert outbox_mod.Outbox._decode_readings(iter(rows_)) == (readings, bad)
+    assert outbox_mod.Outbox._decode_readings(_one_per_row(rows_), 6) == (readings, bad)
 
 
 def test_arrays_and_objects_in_one_batch_are_read_row_by_row() -> None:
@@ -261,15 +267,28 @@ def test_arrays_and_objects_in_one_batch_are_read_row_by_row() -> None:
 
 
 def test_joined_records_need_every_crc_and_an_object_record() -> None:
-    good = _object_rows(_good(3))
+    good = _one_per_row(_object_rows(_good(3)))
     assert outbox_mod._joined_records(good) == b"[" + b",".join(r[1] for r in good) + b"]"
     assert outbox_mod._joined_records([]) == b"[]"
-    bad_crc = [*good[:2], (good[2][0], good[2][1], good[2][2] ^ 1)]
+    bad_crc = [*good[:2], (good[2][0], good[2][1], good[2][2] ^ 1, 1)]
     assert outbox_mod._joined_records(bad_crc) is None
-    text = [*good[:2], (good[2][0], good[2][1].decode(), good[2][2])]
+    text = [*good[:2], (good[2][0], good[2][1].decode(), good[2][2], 1)]
     assert outbox_mod._joined_records(text) is None
-    negative = [*good[:2], (-1, good[2][1], good[2][2])]
+    negative = [*good[:2], (-1, good[2][1], good[2][2], 1)]
     assert outbox_mod._joined_records(negative) is None
+
+
+def test_a_row_of_several_readings_is_joined_only_with_its_own_count() -> None:
+    """A version 3 row's CRC covers its n: a row whose n changed is not joined."""
+    recs = [r[1] for r in _object_rows(_good(3))]
+    joined = b",".join(recs)
+    row = (1000, joined, outbox_mod._row_crc(1000, 3, joined), 3)
+    single = _one_per_row(_object_rows(_good(1), first=1003))
+    assert outbox_mod._joined_records([row, *single]) == b"[" + joined + b"," + single[0][1] + b"]"
+    for n in (1, 2, 4, 0, -3, "3", None):
+        assert outbox_mod._joined_records([(*row[:3], n)]) is None, n
+    # A row of one reading: the CRC versions 1 and 2 wrote.
+    assert outbox_mod._row_crc(7, 1, recs[0]) == _reading_crc(7, recs[0])
 
 
 @settings(max_examples=200, deadline=None)
@@ -286,7 +305,7 @@ def test_object_records_are_decided_like_the_reference(
     if fast is not None:
         assert (fast, {}) == want
         assert all(list(r) == list(_READING_FIELDS) for r in fast if r is not None)
-    assert outbox_mod.Outbox._decode_readings(iter(rows_)) == want
+    assert outbox_mod.Outbox._decode_readings(_one_per_row(rows_), 1 << 40) == want
     # Each row that is plainly valid on its own reads back as its record.
     for (seq, rec, crc), got in zip(rows_, want[0], strict=True):
         if (

@@ -66,5 +66,5 @@ def test_lines_held_by_the_read_window_are_committed_at_a_stop(tmp_path: Path) -
     assert rc == 0, agent.output()[-2000:]
     assert time.monotonic() - t0 < 15
     with sqlite3.connect(tmp_path / "outbox.sqlite") as db:
-        stored = db.execute("SELECT count(*) FROM readings").fetchone()[0]
+        stored = db.execute("SELECT total(n) FROM readings").fetchone()[0]
     assert stored == LINES, agent.output()[-2000:]
