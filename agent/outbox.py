@@ -95,18 +95,18 @@ is opened as it is, and the commit that stores its first new rows adds the colum
 (``ALTER TABLE``, no rows rewritten) and marks the file 3, in the same transaction.
 
 Version 2 stored a new reading's record as its wire JSON object (what a batch carries, so a
-batch is its rows' records joined); version 1 stored a JSON array (sensor, field, kind, ts,
-clock, values, cal). Both tables are the same. A version 1 file is opened as it is: its
-array records are still read (and checked against the contract), new rows are objects, and
-the commit that stores the first of them marks the file 2, so an older agent then refuses
-it instead of taking object records for corrupt ones. Until then it is still a version 1
-file (an upgrade rolled back before storing anything leaves the backlog to the older agent),
-and the upgrade writes nothing on open (a full disk does not keep the backlog from going).
+batch is its rows' records joined), one reading per row; version 1 stored a JSON array
+(sensor, field, kind, ts, clock, values, cal). Their tables have no column ``n``. The
+records of a version 1 file are still read (and checked against the contract). Until the
+first new rows are committed the file keeps its version (an upgrade rolled back before it
+stored anything leaves the backlog to the older agent), and the upgrade writes nothing on
+open (a full disk does not keep the backlog from going). Once marked 3, an older agent
+refuses the file instead of taking the new rows for corrupt ones.
 """
 READABLE_VERSIONS = (1, 2, 3)
 """``PRAGMA user_version`` values this agent opens."""
 _OBJECT_RECORD = b'{"sensor":'
-"""How a version 2 record begins (a version 1 record begins with ``[``)."""
+"""How a version 2 or 3 record (and row) begins (a version 1 record begins with ``[``)."""
 
 BATCH_READINGS_BYTES = 640 * 1024
 """A new batch takes readings only while their records add up to at most this many bytes
@@ -330,7 +330,9 @@ class Outbox:
     - ``recovery_reason``: why it was moved, else None.
     - ``dropped_total``: readings not stored because the outbox was full, since open.
     - ``rejected_total``: invalid readings refused by :meth:`add`, since open.
-    - ``corrupt_rows_total``: stored rows that failed their checksum, since open.
+    - ``corrupt_rows_total``: stored readings replaced by storage_corrupt gaps since open
+      (their row failed its checksum, or they failed the contract), plus gap rows that
+      failed theirs.
     """
 
     def __init__(
@@ -346,9 +348,10 @@ class Outbox:
 
         ``max_bytes`` caps the pages in use (see :meth:`add`). ``row_readings`` (1..5000) is
         how many readings of one :meth:`add` may share a row (and at most :data:`ROW_BYTES`
-        of records); a batch takes whole rows, so a caller that asks for
-        fewer readings than that can get one row more than it asked for. The agent passes
-        ``min(ROW_READINGS, batch_size)``. ``sync_acks=True`` commits
+        of records). A batch takes whole rows, and at least one: when the oldest row alone
+        holds more readings than asked for, the batch is that row. The agent passes
+        ``min(ROW_READINGS, its smallest batch)``, so that happens only with rows stored
+        before ``batch_size`` was lowered below 50. ``sync_acks=True`` commits
         :meth:`ack` with ``synchronous=FULL`` too; by default acks commit with ``NORMAL``
         (still atomic), because an ack lost to a power cut only means that batch is sent
         again and overwrites itself in InfluxDB, while an fsync per ack slows a backlog drain.
@@ -1108,9 +1111,11 @@ class Outbox:
         decoded: list[WireReading | None],
         bad: dict[int, int],
         gap_rows: list[Any],
+        rows: Sequence[Any],
     ) -> tuple[list[WireReading], list[Gap]]:
-        """The readings and gaps of ``batch`` from its decoded rows (:meth:`_decode_readings`)
-        and gap rows; corrupt ones are replaced by storage_corrupt gaps in it."""
+        """The readings and gaps of ``batch`` from its reading rows ``rows``, decoded
+        (:meth:`_decode_readings`), and its gap rows; corrupt ones are replaced by
+        storage_corrupt gaps in it."""
         runs: list[_BadRun] = []
         if not bad:  # every row intact: the usual case
             readings = cast(list[WireReading], decoded)
@@ -1141,13 +1146,25 @@ class Outbox:
             else:
                 gaps.append((gap_id, gap))
         if runs or bad_gap_ids:
-            gaps += self._replace_corrupt(batch, runs, bad_gap_ids)
+            gaps += self._replace_corrupt(batch, runs, bad_gap_ids, rows, set(bad.values()))
         return readings, [g for _, g in gaps]
 
     def _replace_corrupt(
-        self, batch: _Batch, runs: list["_BadRun"], bad_gap_ids: list[int]
+        self,
+        batch: _Batch,
+        runs: list["_BadRun"],
+        bad_gap_ids: list[int],
+        rows: Sequence[Any],
+        bad_seqs: set[int],
     ) -> list[tuple[int, Gap]]:
-        """Delete rows that failed their checksum; put a storage_corrupt gap for each in ``batch``.
+        """Put a storage_corrupt gap in ``batch`` for each run of bad readings and each bad
+        gap row, and take those out of the outbox in the same commit, so that a resend or the
+        next process never declares them again.
+
+        A reading row (of ``rows``, the batch's) that fails its CRC, or whose readings are
+        all bad, is deleted. An intact row with some readings the contract refuses is
+        replaced by rows of its other readings (consecutive seq each), which stay stored
+        until the batch's receipt. ``_n_readings`` stays the stored rows' total of n.
 
         A corrupt reading's own sensor and time cannot be trusted, so its gap names no sensor
         and spans the timestamps of the intact readings on either side of it in seq order.
@@ -1184,19 +1201,31 @@ class Outbox:
                 )
             )
         out: list[tuple[int, Gap]] = []
-        n_bad = 0
+        doomed: list[int] = []
+        kept: list[tuple[int, bytes, int, int]] = []
+        for row in rows:
+            records = _row_records(row)
+            first = row[0]
+            if records is None:
+                doomed.append(first)
+                continue
+            hit = [k for k in range(len(records)) if first + k in bad_seqs]
+            if not hit:
+                continue
+            doomed.append(first)
+            if len(hit) < len(records):
+                kept += _rows_without(records, first, set(hit))
+        n_before = self._n_readings
         with self._txn(durable=True) as conn:
-            for run in runs:
-                # Only rows wholly in the run: the other readings of a row whose one record
-                # fails the contract stay stored until the batch's receipt.
-                # (A corrupt row's own n is not trusted: the run counts what it stood for.)
-                last = run.first + run.count - 1
-                deleted = conn.execute(
-                    f"DELETE FROM readings WHERE seq BETWEEN ? AND ? AND seq + {self._n} - 1 <= ?",
-                    (run.first, last, last),
-                ).rowcount
-                if deleted:
-                    n_bad += run.count
+            for key in doomed:
+                n_before -= int(
+                    conn.execute(
+                        f"SELECT total({self._n}) FROM readings WHERE seq = ?", (key,)
+                    ).fetchone()[0]
+                )
+                conn.execute("DELETE FROM readings WHERE seq = ?", (key,))
+            # Only rows of several readings are split, and only a version 3 file has them.
+            conn.executemany("INSERT INTO readings (seq, rec, crc, n) VALUES (?, ?, ?, ?)", kept)
             for gap_id in bad_gap_ids:
                 conn.execute("DELETE FROM gaps WHERE id = ?", (gap_id,))
             for gap in replacements:
@@ -1207,7 +1236,7 @@ class Outbox:
                 if new_id is None:
                     raise OutboxError(f"outbox {self.path}: inserting a gap returned no row id")
                 out.append((new_id, gap))
-        self._n_readings -= n_bad
+        self._n_readings = n_before + sum(row[3] for row in kept)
         self._n_gaps += len(replacements) - len(bad_gap_ids)
         self.corrupt_rows_total += sum(r.count for r in runs) + len(bad_gap_ids)
         batch.gap_ids = [i for i in batch.gap_ids if i not in bad_gap_ids] + [i for i, _ in out]
@@ -1253,9 +1282,10 @@ class Outbox:
 
         Returns them, readings in their wire form (``contract.wire.WireReading``, ready for
         ``encode_wire_batch``) in seq order, or ``([], [])`` (and no batch) when nothing is
-        pending. A stored row that fails its checksum (or the contract) is not returned as
-        data: it is deleted and a ``storage_corrupt`` gap (with its seq and count) takes
-        its place in this batch. Assignment lives in memory only: a new process sends
+        pending. Readings of a stored row that fails its checksum, and readings that fail
+        the contract, are not returned as data: they are taken out of the outbox and a
+        ``storage_corrupt`` gap (with their seq and count) takes their place in this batch
+        (see :meth:`_replace_corrupt`). Assignment lives in memory only: a new process sends
         everything unreceipted again. ``batch_id`` must be new (``ValueError`` otherwise)
         and match the batch envelope's ``^[A-Za-z0-9_-]{1,64}$``; ``max_readings`` is at most
         5000 and ``max_gaps`` at most 1000 (``ValueError``).
@@ -1297,10 +1327,8 @@ class Outbox:
             f"SELECT seq, rec, crc, {self._n} FROM readings WHERE seq BETWEEN ? AND ? ORDER BY seq",
             (first[0], first[0] + max_readings - 1),
         ).fetchall()
-        try:
-            total = sum(map(_N, rows))
-        except TypeError:  # a corrupt row's n: counted as one, decided by the decoder
-            total = sum(_count_of(row) for row in rows)
+        # A corrupt row's n may be anything: counted as at least one, decided by the decoder.
+        total = sum(map(_count_of, rows))
         while total > max_readings and len(rows) > 1:
             total -= _count_of(rows.pop())
         return rows
@@ -1352,7 +1380,7 @@ class Outbox:
                     gap_ids=[row[0] for row in gap_rows],
                     assigned=time.monotonic(),
                 )
-                readings, gaps = self._load(batch, decoded, bad, gap_rows)
+                readings, gaps = self._load(batch, decoded, bad, gap_rows, rows)
             self._batches[batch_id] = batch
             self._assigned_gaps.update(batch.gap_ids)
             if batch.last_seq is not None:
@@ -1381,15 +1409,14 @@ class Outbox:
             with self._translate("batch_contents"):
                 decoded: list[WireReading | None] = []
                 bad: dict[int, int] = {}
+                rows: list[Any] = []
                 if batch.first_seq is not None and batch.last_seq is not None:
-                    decoded, bad = self._decode_readings(
-                        self._conn.execute(
-                            f"SELECT seq, rec, crc, {self._n} FROM readings "
-                            "WHERE seq BETWEEN ? AND ? ORDER BY seq",
-                            (batch.first_seq, batch.last_seq),
-                        ).fetchall(),
-                        batch.last_seq + 1,
-                    )
+                    rows = self._conn.execute(
+                        f"SELECT seq, rec, crc, {self._n} FROM readings "
+                        "WHERE seq BETWEEN ? AND ? ORDER BY seq",
+                        (batch.first_seq, batch.last_seq),
+                    ).fetchall()
+                    decoded, bad = self._decode_readings(rows, batch.last_seq + 1)
                 gap_rows: list[Any] = []
                 if batch.gap_ids:
                     marks = ",".join("?" * len(batch.gap_ids))
@@ -1398,7 +1425,7 @@ class Outbox:
                         batch.gap_ids,
                     ).fetchall()
                 before = set(batch.gap_ids)
-                readings, gaps = self._load(batch, decoded, bad, gap_rows)
+                readings, gaps = self._load(batch, decoded, bad, gap_rows, rows)
             self._assigned_gaps.difference_update(before - set(batch.gap_ids))
             self._assigned_gaps.update(batch.gap_ids)
             return readings, gaps
@@ -1453,7 +1480,8 @@ class Outbox:
             return len(self._batches)
 
     def ack(self, batch_id: str) -> int:
-        """Delete exactly the readings and gaps of ``batch_id``; return how many rows went.
+        """Delete exactly the readings and gaps of ``batch_id``; return how many readings and
+        gap rows went.
 
         Unknown (or already acked) ids return 0. Frees space: if the outbox was full and is
         now below 0.9 x ``max_bytes``, the open outbox_full gaps are closed in the same
@@ -1701,39 +1729,75 @@ _NOT_A_CRC = -1
 """Stands for the CRC of a reading whose row failed its own: no CRC-32 is negative."""
 
 
+def _row_records(row: Any) -> list[bytes] | None:
+    """The records of a row (seq, rec, crc, n) that passes its CRC and holds n records,
+    else None. A row of one reading is its record as stored (an object, or a version 1
+    array); a row of several is parsed and each record written again as it was."""
+    seq, rec, crc, n = row
+    if type(n) is not int or not 1 <= n <= MAX_READINGS_PER_BATCH:
+        return None
+    # A seq SQLite cannot hold (it keys rows by 64-bit ints) raises, as in the decoders.
+    prefix = _row_prefix(seq, n)
+    try:
+        if zlib.crc32(rec, zlib.crc32(prefix)) != crc:
+            return None
+    except TypeError:  # a record that is not bytes
+        return None
+    if n == 1:
+        return [rec]
+    try:
+        parsed = orjson.loads(b"[" + rec + b"]")
+    except orjson.JSONDecodeError:
+        return None
+    if type(parsed) is not list or len(parsed) != n:
+        return None
+    return [orjson.dumps(record) for record in parsed]
+
+
 def _reading_rows(rows: Sequence[Any], bound: int) -> list[tuple[Any, Any, Any]]:
     """Rows (seq, rec, crc, n) as rows (seq, rec, crc) of one reading each, what the decoders
     check (:func:`_plain_wire_readings`, :func:`_decode_rows`).
 
-    A row of one reading is itself. An intact row of several is split into its records,
-    each given its own CRC (they are the records :meth:`Outbox.add` joined). A row that
-    fails its CRC, or whose records are not ``n`` JSON objects, becomes ``n`` readings that
-    fail theirs, so the decoder puts one storage_corrupt gap for the row's seq range; its n
-    is not trusted beyond the seq of the next row (``bound`` after the last row).
+    An intact row is split into its records (:func:`_row_records`), each with its own CRC.
+    A row that fails its CRC (its n included) stands for every seq up to the next row
+    (``bound`` after the last row; at most 5,000): they become readings that fail their
+    CRC, so the decoder puts one storage_corrupt gap for the range, and nothing in it is
+    left unaccounted for whatever its n says.
     """
     out: list[tuple[Any, Any, Any]] = []
     for i, row in enumerate(rows):
-        seq, rec, crc, n = row
-        if n == 1:
-            out.append((seq, rec, crc))
-            continue
-        records: list[bytes] | None = None
-        if _trusted_count(row) > 1:
-            try:
-                parsed = orjson.loads(b"[" + rec + b"]")
-            except (orjson.JSONDecodeError, TypeError):
-                parsed = None
-            if type(parsed) is list and len(parsed) == n:
-                records = [orjson.dumps(r) for r in parsed]
+        seq = row[0]
+        records = _row_records(row)
         if records is not None:
-            out.extend((seq + k, r, _reading_crc(seq + k, r)) for k, r in enumerate(records))
+            if len(records) == 1:
+                out.append((seq, records[0], row[2]))
+            else:
+                out.extend((seq + k, r, _reading_crc(seq + k, r)) for k, r in enumerate(records))
             continue
         after = rows[i + 1][0] if i + 1 < len(rows) else bound
-        try:
-            span = max(1, min(_count_of(row), after - seq))
-        except TypeError:
-            span = 1
+        span = max(1, min(after - seq, MAX_READINGS_PER_BATCH))
         out.extend((seq + k, b"", _NOT_A_CRC) for k in range(span))
+    return out
+
+
+def _rows_without(
+    records: list[bytes], first: int, dropped: set[int]
+) -> list[tuple[int, bytes, int, int]]:
+    """Rows (seq, rec, crc, n) of the records of seq ``first``... but those at the offsets
+    in ``dropped``: one row per run of consecutive seq."""
+    out: list[tuple[int, bytes, int, int]] = []
+    run: list[bytes] = []
+    start = first
+    for k, rec in enumerate([*records, None]):
+        if rec is None or k in dropped:
+            if run:
+                joined = b",".join(run)
+                out.append((start, joined, _row_crc(start, len(run), joined), len(run)))
+            run = []
+            continue
+        if not run:
+            start = first + k
+        run.append(rec)
     return out
 
 

@@ -113,7 +113,8 @@ class Agent:
             config.outbox_path(),
             config.gateway.id,
             config.outbox.max_bytes,
-            # A batch takes whole rows: no row holds more than the smallest batch.
+            # A batch takes whole rows: rows this process stores hold no more readings than
+            # its smallest batch (rows stored before batch_size was lowered may).
             row_readings=min(ROW_READINGS, self.batch_limit.least),
         )
         if self.outbox.recovered_from is not None:

@@ -150,8 +150,9 @@ def test_a_corrupt_count_never_reaches_past_the_next_row(
 
 
 def test_a_record_the_contract_refuses_inside_an_intact_row(tmp_path: Path) -> None:
-    """Only that reading becomes a gap; the others of its row stay stored until the receipt
-    (deleting the row with the gap would lose them if the agent stopped before it)."""
+    """Only that reading becomes a gap. Its row is replaced by rows of the other readings
+    in the same commit as the gap: they stay stored until the receipt, and neither a resend
+    nor the next process declares the reading again."""
     path = tmp_path / "outbox.sqlite"
     ob = Outbox(path, GW, row_readings=20)
     ob.add([new(i) for i in range(20)])
@@ -168,18 +169,20 @@ def test_a_record_the_contract_refuses_inside_an_intact_row(tmp_path: Path) -> N
     # (A new raw batch trusts a row that passes its CRC, as version 2 did; a batch read
     # back and checked, as for a resend, decides each record.)
     readings, gaps = ob.next_wire_batch("b1", 500)
-    assert [r["seq"] for r in readings] == [s for s in range(20) if s != 5]
+    want = [s for s in range(20) if s != 5]
+    assert [r["seq"] for r in readings] == want
     assert [(g.reason, g.seq, g.count) for g in gaps] == [("storage_corrupt", 5, 1)]
-    assert [s for s, _, _ in stored(ob)] == [0]
-    ob.close()  # stopped before the receipt: the row is sent again
+    assert [(s, n) for s, n, _ in stored(ob)] == [(0, 5), (6, 14)]
+    assert ob.depth().readings == 19
+    again, gaps_again = ob.wire_batch_contents("b1")
+    assert again == readings and gaps_again == gaps
+    ob.close()  # stopped before the receipt: the readings are sent again, the gap once
     ob = Outbox(path, GW, row_readings=20)
-    readings, gaps = ob.next_wire_batch("b1", 500)
-    assert [r["seq"] for r in readings] == [s for s in range(20) if s != 5]
-    # The first process's gap was stored and is sent again; the row read again declares
-    # the reading again: the same gap twice, which InfluxDB stores once (same point).
-    assert [(g.reason, g.seq, g.count) for g in gaps] == [("storage_corrupt", 5, 1)] * 2
-    assert gaps[0] == gaps[1]
-    assert ob.ack("b1") == 20 + 2 and stored(ob) == []
+    count, raw, gaps = ob.next_raw_batch("b1", 500)
+    assert seqs(raw) == want and count == 19
+    assert [(g.reason, g.seq, g.count) for g in gaps] == [("storage_corrupt", 5, 1)]
+    assert ob.ack("b1") == 19 + 1 and stored(ob) == []
+    assert ob.depth().readings == 0
     ob.close()
 
 
@@ -258,3 +261,85 @@ def test_a_version_3_file_without_its_column_is_moved_aside(tmp_path: Path) -> N
 def test_row_readings_out_of_range_is_refused(tmp_path: Path, bad: int) -> None:
     with pytest.raises(ValueError, match=f"row_readings {bad} must be 1..5000"):
         Outbox(tmp_path / "outbox.sqlite", GW, row_readings=bad)
+
+
+def _drain(ob: Outbox, most: int = 500) -> tuple[list[int], list[Any]]:
+    """Every batch until none is left, each acked: the seq sent and the gaps."""
+    sent: list[int] = []
+    gaps: list[Any] = []
+    for b in range(1000):
+        count, raw, g = ob.next_raw_batch(f"d{b}", most)
+        if not count and not g:
+            return sent, gaps
+        sent += seqs(raw)
+        gaps += g
+        ob.ack(f"d{b}")
+    raise AssertionError("the outbox never drained")
+
+
+@pytest.mark.parametrize("n", [4, 1, 0, -126, 52, 10**9])
+def test_a_corrupt_count_leaves_no_seq_unaccounted_for(tmp_path: Path, n: int) -> None:
+    """Whatever a corrupt row's n says, every seq is sent or in a gap exactly once, the
+    row's gap is declared once, and the counts come out right."""
+    path = tmp_path / "outbox.sqlite"
+    ob = Outbox(path, GW, row_readings=20)
+    ob.add([new(i) for i in range(50)])
+    ob.close()
+    _set(path, "UPDATE readings SET n = ? WHERE seq = 20", n)
+    ob = Outbox(path, GW, row_readings=20)
+    # A resend reads the batch again: the corrupt row went with its gap the first time.
+    ob.next_raw_batch("first", 500)
+    assert ob.wire_batch_contents("first")[1] == ob.wire_batch_contents("first")[1]
+    ob.close()  # stopped before the receipt
+    ob = Outbox(path, GW, row_readings=20)
+    sent, gaps = _drain(ob)
+    assert [(g.reason, g.seq, g.count) for g in gaps] == [("storage_corrupt", 20, 20)]
+    assert sent == [s for s in range(50) if not 20 <= s < 40]
+    assert ob.depth().readings == 0 and stored(ob) == []
+    ob.close()
+
+
+def test_a_negative_count_never_makes_a_batch_over_the_contract(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite"
+    def small(i: int) -> Any:  # small enough for 5,000 in a batch's byte budget
+        return new(i, sensor="s", field="f", values={"t_c": 1.0}, cal=None)
+
+    ob = Outbox(path, GW, row_readings=50)
+    ob.add([small(i) for i in range(4950)])
+    ob.add([small(i) for i in range(4950, 4952)])  # a row of 2 at 4950
+    ob.add([small(i) for i in range(4952, 5049)])
+    ob.close()
+    _set(path, "UPDATE readings SET n = -126 WHERE seq = 4950")
+    ob = Outbox(path, GW, row_readings=50)
+    count, raw, gaps = ob.next_raw_batch("b1", 5000)
+    assert count == len(seqs(raw)) <= 5000
+    assert [(g.seq, g.count) for g in gaps] == [(4950, 2)]
+    ob.close()
+
+
+def test_a_corrupt_row_next_to_a_refused_reading_keeps_the_count(tmp_path: Path) -> None:
+    """One run of bad seq over two rows: the intact row keeps its good readings, and the
+    outbox's count is what it stores."""
+    path = tmp_path / "outbox.sqlite"
+    ob = Outbox(path, GW, row_readings=20)
+    ob.add([new(i) for i in range(40)])
+    ob.close()
+    conn = sqlite3.connect(path)
+    rec = conn.execute("SELECT rec FROM readings WHERE seq = 0").fetchone()[0]
+    records = orjson.loads(b"[" + rec + b"]")
+    records[19]["clock"] = "sundial"
+    rec = b",".join(orjson.dumps(r) for r in records)
+    conn.execute("UPDATE readings SET rec = ?, crc = ? WHERE seq = 0", (rec, _row_crc(0, 20, rec)))
+    conn.execute("UPDATE readings SET crc = crc + 1 WHERE seq = 20")
+    conn.commit()
+    conn.close()
+    ob = Outbox(path, GW, row_readings=20)
+    readings, gaps = ob.next_wire_batch("b1", 500)
+    assert [r["seq"] for r in readings] == list(range(19))
+    assert [(g.seq, g.count) for g in gaps] == [(19, 21)]
+    assert ob.corrupt_rows_total == 21
+    assert ob.depth().readings == 19 == sum(n for _, n, _ in stored(ob))
+    assert ob.ack("b1") == 19 + 1
+    assert ob.depth().readings == 0
+    assert ob.add([new(40)]) == [40] and ob.depth().readings == 1
+    ob.close()
