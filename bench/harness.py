@@ -190,14 +190,15 @@ def reading_group(gateway_no: int, start: int, n: int) -> list[NewReading]:
 
 ROWS_AT_100_PER_S = 20
 """Readings per outbox row that an agent reading 100 readings/s stores (a commit every
-``commit_interval`` = 0.2 s, its readings in one row). A prefilled outbox gets rows of this
-many, the layout such an agent's backlog has (the 1,000-plantation case: 100,000 readings/s
-from 1,000 gateways); one add() per 2,000 readings keeps the untimed fill short."""
+``commit_interval`` = 0.2 s, its readings in one row): the layout of such an agent's backlog
+(the 1,000-plantation case: 100,000 readings/s from 1,000 gateways). A gateway reading a
+few sensors a minute stores rows of one."""
 
 
-def _fill_one(args: tuple[str, str, int, int]) -> int:
-    path, gateway, gateway_no, count = args
-    ob = Outbox(Path(path), gateway, row_readings=ROWS_AT_100_PER_S)
+def _fill_one(args: tuple[str, str, int, int, int]) -> int:
+    path, gateway, gateway_no, count, row_readings = args
+    # One add() per 2,000 readings keeps the untimed fill short; rows as the agent's commits.
+    ob = Outbox(Path(path), gateway, row_readings=row_readings)
     try:
         for start in range(0, count, 2000):
             ob.add(reading_group(gateway_no, start, min(2000, count - start)))
@@ -206,12 +207,15 @@ def _fill_one(args: tuple[str, str, int, int]) -> int:
     return count
 
 
-def prefill(folder: Path, gateways: Sequence[str], per_gateway: int, workers: int = 2) -> float:
-    """Fill ``folder/<gateway>/outbox.sqlite`` with ``per_gateway`` readings each; seconds."""
+def prefill(
+    folder: Path, gateways: Sequence[str], per_gateway: int, row_readings: int, workers: int = 2
+) -> float:
+    """Fill ``folder/<gateway>/outbox.sqlite`` with ``per_gateway`` readings each, in rows of
+    ``row_readings`` (see :data:`ROWS_AT_100_PER_S`); seconds."""
     jobs = []
     for n, gw in enumerate(gateways):
         (folder / gw).mkdir(parents=True, exist_ok=True)
-        jobs.append((str(folder / gw / "outbox.sqlite"), gw, n, per_gateway))
+        jobs.append((str(folder / gw / "outbox.sqlite"), gw, n, per_gateway, row_readings))
     t = time.perf_counter()
     with get_context("fork").Pool(workers) as pool:
         pool.map(_fill_one, jobs)

@@ -10,7 +10,9 @@ ratios compare figures measured minutes apart on the same (possibly shared) mach
    of them; "÷ just before" is to the one measured just before that pipeline run.
 2. Mosquitto ceiling: paho -> paho, QoS 1, 500 B messages and batch-sized messages.
 3. Pipeline, once per ingest count and per ``--gateways-as`` mode: ``--gateways`` outboxes are
-   pre-filled with ``--per-gateway`` readings each (not timed), the ingests start, then
+   pre-filled with ``--per-gateway`` readings each (not timed; in outbox rows of 20, as an
+   agent reading 100 readings/s stores them: harness.ROWS_AT_100_PER_S), the ingests start,
+   then
    - ``agents``: one real agent process per outbox starts; its CPU is on this box too;
    - ``replay``: bench/replay_gateways.py has built every batch from the same outboxes with
      the agent's code before the clock starts and publishes them as the agents would (QoS 1,
@@ -189,7 +191,7 @@ def pipeline(
     folder = work / f"run{run}-{ingests}-{mode}"
     folder.mkdir()
     gateways = [f"gw-{run}-{g:03d}" for g in range(args.gateways)]
-    fill_s = harness.prefill(folder, gateways, args.per_gateway)
+    fill_s = harness.prefill(folder, gateways, args.per_gateway, harness.ROWS_AT_100_PER_S)
     total = args.gateways * args.per_gateway
     db = f"pipeline_{run}_{ingests}"
     group = f"bench{run}x{ingests}"
