@@ -84,13 +84,18 @@ def test_the_raw_batch_holds_what_a_resend_holds(tmp_path: Path) -> None:
 
 def test_seq_and_counts_survive_a_restart_without_the_sidecar(tmp_path: Path) -> None:
     path = tmp_path / "outbox.sqlite"
-    ob = Outbox(path, GW, row_readings=20)
-    ob.add([new(i) for i in range(50)])
-    ob.close()
+    _fifty(path)
     Path(f"{path}.seq").unlink()
     ob = Outbox(path, GW, row_readings=20)
     assert ob.depth().readings == 50
     assert ob.add([new(50)]) == [50]  # from the last row's seq + n, not its key
+    ob.close()
+
+
+def _fifty(path: Path) -> None:
+    """An outbox at ``path`` holding seq 0..49 in rows of 20, 20 and 10, closed."""
+    ob = Outbox(path, GW, row_readings=20)
+    ob.add([new(i) for i in range(50)])
     ob.close()
 
 
@@ -103,9 +108,7 @@ def _set(path: Path, sql: str, *args: Any) -> None:
 
 def test_a_corrupt_row_is_one_gap_for_its_seq_range(tmp_path: Path) -> None:
     path = tmp_path / "outbox.sqlite"
-    ob = Outbox(path, GW, row_readings=20)
-    ob.add([new(i) for i in range(50)])
-    ob.close()
+    _fifty(path)
     _set(
         path,
         "UPDATE readings SET rec = CAST(replace(CAST(rec AS TEXT), 'north', 'nortH') AS BLOB)"
@@ -132,9 +135,7 @@ def test_a_corrupt_count_never_reaches_past_the_next_row(
     """n is under the CRC; a row whose n went wrong is a gap up to the next row (or up to
     the next seq to assign), and the rows after it are still sent."""
     path = tmp_path / "outbox.sqlite"
-    ob = Outbox(path, GW, row_readings=20)
-    ob.add([new(i) for i in range(50)])
-    ob.close()
+    _fifty(path)
     _set(path, "UPDATE readings SET n = 1000 WHERE seq = ?", key)
     ob = Outbox(path, GW, row_readings=20)
     assert ob.add([new(50)]) == [50]  # the sidecar keeps seq going
@@ -149,6 +150,19 @@ def test_a_corrupt_count_never_reaches_past_the_next_row(
     ob.close()
 
 
+def _refuse_in_first_row(path: Path, index: int) -> None:
+    """Give reading ``index`` of the row of 20 at seq 0 a clock the contract refuses, with
+    the row's CRC made right again (what a contract that refuses more would meet)."""
+    conn = sqlite3.connect(path)
+    rec = conn.execute("SELECT rec FROM readings WHERE seq = 0").fetchone()[0]
+    records = orjson.loads(b"[" + rec + b"]")
+    records[index]["clock"] = "sundial"
+    rec = b",".join(orjson.dumps(r) for r in records)
+    conn.execute("UPDATE readings SET rec = ?, crc = ? WHERE seq = 0", (rec, _row_crc(0, 20, rec)))
+    conn.commit()
+    conn.close()
+
+
 def test_a_record_the_contract_refuses_inside_an_intact_row(tmp_path: Path) -> None:
     """Only that reading becomes a gap. Its row is replaced by rows of the other readings
     in the same commit as the gap: they stay stored until the receipt, and neither a resend
@@ -157,14 +171,7 @@ def test_a_record_the_contract_refuses_inside_an_intact_row(tmp_path: Path) -> N
     ob = Outbox(path, GW, row_readings=20)
     ob.add([new(i) for i in range(20)])
     ob.close()
-    conn = sqlite3.connect(path)
-    rec = conn.execute("SELECT rec FROM readings WHERE seq = 0").fetchone()[0]
-    records = orjson.loads(b"[" + rec + b"]")
-    records[5]["clock"] = "sundial"
-    rec = b",".join(orjson.dumps(r) for r in records)
-    conn.execute("UPDATE readings SET rec = ?, crc = ? WHERE seq = 0", (rec, _row_crc(0, 20, rec)))
-    conn.commit()
-    conn.close()
+    _refuse_in_first_row(path, 5)
     ob = Outbox(path, GW, row_readings=20)
     # (A new raw batch trusts a row that passes its CRC, as version 2 did; a batch read
     # back and checked, as for a resend, decides each record.)
@@ -282,9 +289,7 @@ def test_a_corrupt_count_leaves_no_seq_unaccounted_for(tmp_path: Path, n: int) -
     """Whatever a corrupt row's n says, every seq is sent or in a gap exactly once, the
     row's gap is declared once, and the counts come out right."""
     path = tmp_path / "outbox.sqlite"
-    ob = Outbox(path, GW, row_readings=20)
-    ob.add([new(i) for i in range(50)])
-    ob.close()
+    _fifty(path)
     _set(path, "UPDATE readings SET n = ? WHERE seq = 20", n)
     ob = Outbox(path, GW, row_readings=20)
     # A resend reads the batch again: the corrupt row went with its gap the first time.
@@ -301,6 +306,7 @@ def test_a_corrupt_count_leaves_no_seq_unaccounted_for(tmp_path: Path, n: int) -
 
 def test_a_negative_count_never_makes_a_batch_over_the_contract(tmp_path: Path) -> None:
     path = tmp_path / "outbox.sqlite"
+
     def small(i: int) -> Any:  # small enough for 5,000 in a batch's byte budget
         return new(i, sensor="s", field="f", values={"t_c": 1.0}, cal=None)
 
@@ -324,15 +330,8 @@ def test_a_corrupt_row_next_to_a_refused_reading_keeps_the_count(tmp_path: Path)
     ob = Outbox(path, GW, row_readings=20)
     ob.add([new(i) for i in range(40)])
     ob.close()
-    conn = sqlite3.connect(path)
-    rec = conn.execute("SELECT rec FROM readings WHERE seq = 0").fetchone()[0]
-    records = orjson.loads(b"[" + rec + b"]")
-    records[19]["clock"] = "sundial"
-    rec = b",".join(orjson.dumps(r) for r in records)
-    conn.execute("UPDATE readings SET rec = ?, crc = ? WHERE seq = 0", (rec, _row_crc(0, 20, rec)))
-    conn.execute("UPDATE readings SET crc = crc + 1 WHERE seq = 20")
-    conn.commit()
-    conn.close()
+    _refuse_in_first_row(path, 19)
+    _set(path, "UPDATE readings SET crc = crc + 1 WHERE seq = 20")
     ob = Outbox(path, GW, row_readings=20)
     readings, gaps = ob.next_wire_batch("b1", 500)
     assert [r["seq"] for r in readings] == list(range(19))
