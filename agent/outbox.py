@@ -277,7 +277,7 @@ def _parse_sidecar(page: bytes) -> int | None:
 
 def _reading_crc(seq: int, rec: bytes) -> int:
     """The CRC of a row of one reading (what versions 1 and 2 stored for every row)."""
-    return zlib.crc32(rec, zlib.crc32(seq.to_bytes(8, "little")))
+    return _row_crc(seq, 1, rec)
 
 
 def _row_prefix(seq: int, n: int) -> bytes:
@@ -1204,8 +1204,11 @@ class Outbox:
         doomed: list[int] = []
         kept: list[tuple[int, bytes, int, int]] = []
         for row in rows:
-            records = _row_records(row)
             first = row[0]
+            # (A row that fails its CRC always has its first seq among the bad ones.)
+            if not any(s in bad_seqs for s in range(first, first + _count_of(row))):
+                continue
+            records = _row_records(row)
             if records is None:
                 doomed.append(first)
                 continue
@@ -1311,21 +1314,26 @@ class Outbox:
             return len(readings), orjson.dumps(readings), gaps
         return count, raw, gaps
 
+    def _key_after(self, seq: int) -> int | None:
+        """The seq of the first row after ``seq`` (the key of a row is its first seq)."""
+        row = self._conn.execute(
+            "SELECT seq FROM readings WHERE seq > ? ORDER BY seq LIMIT 1", (seq,)
+        ).fetchone()
+        return None if row is None else int(row[0])
+
     def _pending_rows(self, max_readings: int) -> list[Any]:
         """The oldest unassigned rows (seq, rec, crc, n), whole, holding at most
         ``max_readings`` readings, or one row if the first alone holds more."""
         if max_readings <= 0:
             return []
-        first = self._conn.execute(
-            "SELECT seq FROM readings WHERE seq > ? ORDER BY seq LIMIT 1", (self._cursor,)
-        ).fetchone()
+        first = self._key_after(self._cursor)
         if first is None:
             return []
         # Seq are consecutive from row to row, so the rows that can fit start in this range
         # (after a hole in seq the batch is just smaller).
         rows = self._conn.execute(
             f"SELECT seq, rec, crc, {self._n} FROM readings WHERE seq BETWEEN ? AND ? ORDER BY seq",
-            (first[0], first[0] + max_readings - 1),
+            (first, first + max_readings - 1),
         ).fetchall()
         # A corrupt row's n may be anything: counted as at least one, decided by the decoder.
         total = sum(map(_count_of, rows))
@@ -1363,13 +1371,8 @@ class Outbox:
                         count = sum(map(_N, rows))
                         first_seq, last_seq = rows[0][0], rows[-1][0] + rows[-1][3] - 1
                 else:
-                    bound = self._next_seq
-                    if rows:
-                        after = self._conn.execute(
-                            "SELECT seq FROM readings WHERE seq > ? ORDER BY seq LIMIT 1",
-                            (rows[-1][0],),
-                        ).fetchone()
-                        bound = self._next_seq if after is None else after[0]
+                    after = self._key_after(rows[-1][0]) if rows else None
+                    bound = self._next_seq if after is None else after
                     decoded, bad = self._decode_readings(rows, bound)
                     if decoded:
                         first_seq = _seq_at(decoded, bad, 0)
@@ -1469,10 +1472,7 @@ class Outbox:
         with self._lock:
             self._check_open()
             with self._translate("has_unassigned_readings"):
-                row = self._conn.execute(
-                    "SELECT 1 FROM readings WHERE seq > ? LIMIT 1", (self._cursor,)
-                ).fetchone()
-            return row is not None
+                return self._key_after(self._cursor) is not None
 
     def inflight_batches(self) -> int:
         """Batches assigned by next_batch() and not acked."""
