@@ -257,15 +257,10 @@ def _export(
 
     # Gaps (few) first: the batches that declared a gap in the period belong in the bundle.
     wide_gaps = list(source.gaps(client, plantation, Span(wide.start_ns, span.end_ns)))
-    gap_batches = {g.batch for g in wide_gaps if g.start < span.end_ns and g.end >= span.start_ns}
+    gap_batches = {g.batch for g in wide_gaps if g.overlaps(span.start_ns, span.end_ns)}
     chosen: list[BatchRow] = []
     for b in source.batches(client, plantation, wide):
-        in_range = b.gateway in bounds and (
-            b.first_seq >= 0
-            and b.first_seq <= bounds[b.gateway][1]
-            and b.last_seq >= bounds[b.gateway][0]
-        )
-        if in_range or b.batch in gap_batches:
+        if b.meets(bounds.get(b.gateway)) or b.batch in gap_batches:
             chosen.append(b)
     chosen_ids = {b.batch for b in chosen}
     chosen_gaps = sorted(

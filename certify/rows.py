@@ -84,6 +84,11 @@ class GapRow:
     batch: str
     detail: str
 
+    def overlaps(self, start: int, end: int) -> bool:
+        """Whether the gap overlaps the period ``[start, end)``: what takes the batch that
+        declared it into a bundle of that period (certify.export, checked by verify)."""
+        return self.start < end and self.end >= start
+
 
 @dataclass(slots=True)
 class BatchRow:
@@ -100,6 +105,18 @@ class BatchRow:
     sig: str
     quarantined: int = 0
     """How many of ``readings`` the ingest quarantined (in data/quarantined.jsonl)."""
+
+    def meets(self, seqs: tuple[int, int] | None) -> bool:
+        """Whether the batch's readings' seq range meets ``seqs`` (the lowest and highest seq
+        of its gateway's readings dated in a period, None if it has none): what takes it
+        into a bundle of that period (certify.export, checked by verify). A batch of gaps
+        only (``first_seq`` < 0) meets none."""
+        return (
+            seqs is not None
+            and self.first_seq >= 0
+            and self.first_seq <= seqs[1]
+            and self.last_seq >= seqs[0]
+        )
 
 
 _second_cache: dict[int, str] = {}

@@ -871,14 +871,7 @@ def _period_cuts(
     it its readings dated outside the period: its seq range meets ``inside``, the lowest and
     highest seq of its gateway's readings dated in the period, or it declared a gap that
     overlaps the period."""
-    if (
-        inside is not None
-        and b.first_seq >= 0
-        and b.first_seq <= inside[1]
-        and b.last_seq >= inside[0]
-    ):
-        return True
-    return any(g.start < period[1] and g.end >= period[0] for g in gaps)
+    return b.meets(inside) or any(g.overlaps(*period) for g in gaps)
 
 
 def _load_quarantined(
