@@ -32,7 +32,7 @@ from ingest.registry import (
     Registry,
     RegistryError,
     mqtt_username,
-    revoked_reason,
+    registered_again,
 )
 
 PASSWORD_FILE = "mqtt.password"
@@ -181,10 +181,7 @@ def add_gateway(
     check_ident(gateway, "--gateway")
     existing = registry.gateway(plantation, gateway)
     if existing is not None and existing.revoked_at_ns is not None:
-        raise RegistryError(
-            f"gateway {plantation}/{gateway} cannot be registered again: "
-            + revoked_reason(existing.revoked_at_ns)
-        )
+        raise registered_again(plantation, gateway, existing.revoked_at_ns)
     if existing is not None:
         raise RegistryError(
             f"gateway {plantation}/{gateway} is already registered; use `farmtel devices "

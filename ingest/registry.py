@@ -158,6 +158,14 @@ def revoked_reason(revoked_at_ns: int) -> str:
     )
 
 
+def registered_again(plantation: str, gateway: str, revoked_at_ns: int) -> RegistryError:
+    """The refusal to register a revoked gateway id again."""
+    return RegistryError(
+        f"gateway {plantation}/{gateway} cannot be registered again: "
+        + revoked_reason(revoked_at_ns)
+    )
+
+
 def default_actor() -> str:
     """Who runs a command, for the history: ``$SUDO_USER`` or the login name."""
     try:
@@ -339,10 +347,7 @@ class Registry:
                 (plantation, gateway),
             ).fetchone()
             if row is not None and row[0] is not None:
-                raise RegistryError(
-                    f"gateway {plantation}/{gateway} cannot be registered again: "
-                    + revoked_reason(int(row[0]))
-                )
+                raise registered_again(plantation, gateway, int(row[0]))
             if row is not None:
                 raise RegistryError(
                     f"gateway {plantation}/{gateway} is already registered; use "

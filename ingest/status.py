@@ -35,6 +35,7 @@ from contract.mqtt import connect_properties, make_client, reason_text
 from contract.settings import MqttSettings
 from contract.topics import TOPIC_ROOT, parse_topic
 from contract.wire import iso_utc
+from ingest.config import IngestSection
 from ingest.influx import InfluxError, InfluxQuery, InfluxQueryError, Series, redact_url
 
 AGENT_MEASUREMENT = "farmtel_agent"
@@ -42,7 +43,7 @@ INGEST_MEASUREMENT = "farmtel_ingest"
 FAILING_SENSOR_STATES = ("failing", "silent")
 INGEST_LATE_MIN_S = 10.0
 """An ingest is never late sooner than this: clocks of two hosts differ, writes take time."""
-DEFAULT_INGEST_INTERVAL_S = 10.0
+DEFAULT_INGEST_INTERVAL_S: float = IngestSection.model_fields["metrics_interval"].default
 """``[ingest] metrics_interval`` by default, for an ingest whose points do not say theirs."""
 
 
@@ -225,6 +226,13 @@ def _num(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
+def _table(raw: dict[str, Any], key: str) -> dict[str, Any]:
+    """``raw[key]`` if it is a JSON object, else an empty one (a status from an older or
+    broken agent)."""
+    value = raw.get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def _whole(value: Any) -> int | None:
     """:func:`_num` as an int (a count), or None."""
     n = _num(value)
@@ -247,21 +255,18 @@ def assess(
     ts = raw.get("ts")
     row.last_seen_ns = int(ts) if isinstance(ts, int) and not isinstance(ts, bool) else None
     row.clock = str(raw.get("clock") or "")
-    outbox = raw.get("outbox") if isinstance(raw.get("outbox"), dict) else {}
-    assert isinstance(outbox, dict)
+    outbox = _table(raw, "outbox")
     row.outbox_readings = _whole(outbox.get("readings"))
     row.outbox_oldest_age_s = _num(outbox.get("oldest_age_s"))
     row.inflight_batches = _whole(outbox.get("inflight_batches"))
     row.batch_limit = _whole(outbox.get("batch_limit"))
-    sensors = raw.get("sensors") if isinstance(raw.get("sensors"), dict) else {}
-    assert isinstance(sensors, dict)
+    sensors = _table(raw, "sensors")
     row.failing_sensors = sorted(
         sid
         for sid, health in sensors.items()
         if isinstance(health, dict) and health.get("state") in FAILING_SENSOR_STATES
     )
-    counters = raw.get("counters") if isinstance(raw.get("counters"), dict) else {}
-    assert isinstance(counters, dict)
+    counters = _table(raw, "counters")
     row.dead_lettered = _whole(counters.get("dead_lettered"))
     judge(row, now_ns, limits)
     mqtt = raw.get("mqtt")
