@@ -242,12 +242,16 @@ def parse_manifest(text: bytes, what: str, failures: list[str]) -> dict[str, str
     return out
 
 
+BAG_INFO_NOT_UTF8 = "bag-info.txt is not UTF-8"
+"""The failure :func:`parse_bag_info` lists when it cannot read the file at all."""
+
+
 def parse_bag_info(text: bytes, failures: list[str]) -> dict[str, str]:
     info: dict[str, str] = {}
     try:
         decoded = text.decode("utf-8")
     except UnicodeDecodeError:
-        failures.append("bag-info.txt is not UTF-8")
+        failures.append(BAG_INFO_NOT_UTF8)
         return info
     for line in decoded.splitlines():
         key, sep, value = line.partition(":")
@@ -258,6 +262,10 @@ def parse_bag_info(text: bytes, failures: list[str]) -> dict[str, str]:
             failures.append(f"bag-info.txt has {key.strip()} twice")
         info[key.strip()] = value.strip()
     return info
+
+
+REQUIRED_FILES = ("bagit.txt", "bag-info.txt", MANIFEST, TAGMANIFEST, SEAL_FILE)
+"""The files every bundle has at its top, besides data/."""
 
 
 @dataclass
@@ -283,7 +291,7 @@ def check_bag(source: BundleSource, pinned: Ed25519PublicKey | None) -> BagCheck
     fail = check.failures.append
     names = source.names()
     present = set(names)
-    for required in ("bagit.txt", "bag-info.txt", MANIFEST, TAGMANIFEST, SEAL_FILE):
+    for required in REQUIRED_FILES:
         if required not in present:
             fail(f"{required} is missing")
             check.missing.add(required)

@@ -48,8 +48,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from certify import verify_chunks
 from certify.bag import (
-    MANIFEST,
-    TAGMANIFEST,
+    BAG_INFO_NOT_UTF8,
+    REQUIRED_FILES,
     BundleSource,
     FolderBundle,
     check_bag,
@@ -57,7 +57,6 @@ from certify.bag import (
     parse_bag_info,
 )
 from certify.devices import gateway_keys
-from certify.orgkey import SEAL_FILE
 from certify.rows import (
     GAP_COLUMNS,
     READING_FIXED_COLUMNS,
@@ -313,7 +312,7 @@ def verify_bundle(src: BundleSource, pinned: Ed25519PublicKey | None = None) -> 
     if missing:
         return verdict
     # bag-info.txt's fields are named only when the file is there to be read.
-    readable = "bag-info.txt" in present and "bag-info.txt is not UTF-8" not in bag.failures
+    readable = "bag-info.txt" in present and BAG_INFO_NOT_UTF8 not in bag.failures
     declared = _Declared.read(bag.info, verdict if readable else None)
     verdict.plantation = declared.plantation
     verdict.period = declared.period_text
@@ -346,7 +345,7 @@ def _not_a_bundle(src: BundleSource, names: list[str]) -> str | None:
     """Why the folder is no bundle at all (no bag file at its top), or None: then every
     file in it would be a failure of its own."""
     top = {n for n in names if "/" not in n}
-    if top & {"bagit.txt", "bag-info.txt", MANIFEST, TAGMANIFEST, SEAL_FILE}:
+    if top & set(REQUIRED_FILES):
         return None
     where = str(src.root) if isinstance(src, FolderBundle) else "the folder"
     why = f"{where} is not a bundle (no bagit.txt)"

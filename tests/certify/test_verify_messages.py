@@ -227,28 +227,35 @@ def test_the_fast_path_checks_the_period_and_counts_as_the_sequential_pass(
 # -- 3. readings.csv: what differs, once ---------------------------------------------------
 
 
-def test_a_changed_csv_header_is_named_once(built: Built) -> None:
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (
+            b",sensor,",
+            b",SENSOR,",
+            "data/readings.csv header differs from the export's: column 4 is 'SENSOR', "
+            "expected 'sensor' (found plantation,field,gateway,SENSOR,kind,time_utc,ts_ns,clock,"
+            "seq,cal,batch; expected plantation,field,gateway,sensor,kind,time_utc,ts_ns,clock,"
+            "seq,cal,batch, then one column per value): its lines were not compared with "
+            "data/readings.jsonl",
+        ),
+        (
+            b",temp_c,",
+            b",temp_f,",
+            "data/readings.csv has no column temp_c, which data/readings.jsonl line 1 has (its "
+            "value columns are moisture_pct,temp_f,wind_ms): its lines were not compared further",
+        ),
+    ],
+    ids=["fixed-column", "value-column"],
+)
+def test_a_changed_csv_header_is_named_once(
+    built: Built, old: bytes, new: bytes, expected: str
+) -> None:
     files = built.memory().files
     lines = _lines(files, "data/readings.csv")
-    lines[0] = lines[0].replace(b",sensor,", b",SENSOR,")
+    lines[0] = lines[0].replace(old, new)
     files = reseal({**files, "data/readings.csv": b"\n".join(lines)}, built.org_key)
-    assert _verdict(built, files).failures == [
-        "data/readings.csv header differs from the export's: column 4 is 'SENSOR', expected "
-        "'sensor' (found plantation,field,gateway,SENSOR,kind,time_utc,ts_ns,clock,seq,cal,batch; "
-        "expected plantation,field,gateway,sensor,kind,time_utc,ts_ns,clock,seq,cal,batch, then "
-        "one column per value): its lines were not compared with data/readings.jsonl"
-    ]
-
-
-def test_a_renamed_value_column_is_named_once(built: Built) -> None:
-    files = built.memory().files
-    lines = _lines(files, "data/readings.csv")
-    lines[0] = lines[0].replace(b",temp_c,", b",temp_f,")
-    files = reseal({**files, "data/readings.csv": b"\n".join(lines)}, built.org_key)
-    assert _verdict(built, files).failures == [
-        "data/readings.csv has no column temp_c, which data/readings.jsonl line 1 has (its "
-        "value columns are moisture_pct,temp_f,wind_ms): its lines were not compared further"
-    ]
+    assert _verdict(built, files).failures == [expected]
 
 
 def test_lf_line_endings_are_named_once(built: Built) -> None:
