@@ -114,19 +114,20 @@ class Publisher:
         log.warning("mqtt %s", self.last_error)
 
     def _disconnected(self, _c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any = None) -> None:
-        was = self.connected.is_set()
+        if not self.connected.is_set():
+            return
+        # Record why before clearing `connected`: whoever waits on it reads these next.
+        self.disconnects += 1
+        self.last_error = f"disconnected: {reason_text(rc)}"
+        log.warning("mqtt disconnected reason=%s", reason_text(rc))
+        if self._takeover.lost():
+            who = "a second agent with this gateway.toml, or a copied gateway"
+            self._takeover_hint = self._takeover.hint(self._client_id, who)
+            log.error("%s", self._takeover_hint)
         self.connected.clear()
-        if was:
-            self.disconnects += 1
-            self.last_error = f"disconnected: {reason_text(rc)}"
-            log.warning("mqtt disconnected reason=%s", reason_text(rc))
-            if self._takeover.lost():
-                who = "a second agent with this gateway.toml, or a copied gateway"
-                self._takeover_hint = self._takeover.hint(self._client_id, who)
-                log.error("%s", self._takeover_hint)
-            # Not when we asked for it (stop): reason 0, normal disconnection.
-            if self._on_connection_lost is not None and getattr(rc, "is_failure", True):
-                self._on_connection_lost()
+        # Not when we asked for it (stop): reason 0, normal disconnection.
+        if self._on_connection_lost is not None and getattr(rc, "is_failure", True):
+            self._on_connection_lost()
 
     def _message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         if msg.topic != self.receipts:

@@ -1,11 +1,16 @@
 """Another client keeps taking the agent's client id (a copied gateway, a second agent with
 the same gateway.toml): the agent says so in its log and status, and farmtel status names it."""
 
+import threading
 import time
 from pathlib import Path
 
 import orjson
+import paho.mqtt.client as mqtt
 
+from agent.publisher import Publisher
+from contract.mqtt import TakeoverWatch
+from contract.settings import MqttSettings
 from devstack import StackInfo
 from ingest.status import Thresholds, assess
 from tests.support.agents import make_agent
@@ -36,3 +41,36 @@ def test_a_client_id_taken_again_and_again_is_named(tmp_path: Path, stack: Stack
     assert orjson.loads(payload)["mqtt"]["client_id_shared"] == hint
     row = assess("p-take", "gw-take", payload, time.time_ns(), Thresholds())
     assert hint in row.problems
+
+
+class _SeesWhyOnClear(threading.Event):
+    """`connected`, recording what a waiter on it would read the moment it is cleared."""
+
+    def __init__(self, publisher: Publisher):
+        super().__init__()
+        self.publisher = publisher
+        self.seen: list[tuple[str, str]] = []
+
+    def clear(self) -> None:
+        self.seen.append((self.publisher.last_error, self.publisher.client_id_shared()))
+        super().clear()
+
+
+def test_why_the_connection_was_lost_is_set_before_connected_is_cleared() -> None:
+    """The first test above read an empty hint once in CI: it saw `connected` cleared before
+    the callback had stored why."""
+    publisher = Publisher(
+        MqttSettings(), "farmtel-agent-p-gw", "p", "gw", lambda _r: None, lambda _b, _e: None
+    )
+    watcher = _SeesWhyOnClear(publisher)
+    publisher.connected = watcher
+    lost = mqtt.ReasonCode(mqtt.PacketTypes.DISCONNECT, identifier=128)
+    for _ in range(TakeoverWatch.TIMES):
+        publisher.connected.set()
+        publisher._takeover.connected()
+        publisher._disconnected(publisher.client, None, None, lost)
+    assert len(watcher.seen) == TakeoverWatch.TIMES
+    last_error, hint = watcher.seen[-1]
+    assert last_error == "disconnected: Unspecified error"
+    assert "another client probably uses client id 'farmtel-agent-p-gw'" in hint
+    assert all(error == "disconnected: Unspecified error" for error, _ in watcher.seen)
