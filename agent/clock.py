@@ -99,6 +99,12 @@ class ClockWatch:
             self._next_probe = mono + 5.0
         return self._synced_at_check
 
+    def synced(self) -> bool | None:
+        """The kernel's NTP state as :meth:`quality` last probed it (at most 5 s old), without
+        touching the jump bookkeeping: for callers other than the reading path."""
+        with self._lock:
+            return self._synced(time.monotonic())
+
     def quality(self, wall_ns: int | None = None) -> ClockQuality:
         wall = time.time() if wall_ns is None else wall_ns / 1e9
         mono = time.monotonic()

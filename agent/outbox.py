@@ -62,6 +62,7 @@ from typing import Any, cast
 import orjson
 from pydantic import ValidationError
 
+from agent.downtime import AliveMark
 from contract.ids import check_ident
 from contract.wire import (
     _READING_FIELDS,
@@ -333,6 +334,8 @@ class Outbox:
     - ``corrupt_rows_total``: stored readings replaced by storage_corrupt gaps since open
       (their row failed its checksum, or they failed the contract), plus gap rows that
       failed theirs.
+    - ``last_alive``: the :class:`~agent.downtime.AliveMark` the file held when opened
+      (None for a new file, one from before marks were kept, or an unreadable mark).
     """
 
     def __init__(
@@ -380,8 +383,11 @@ class Outbox:
         self.dropped_total = 0
         self.rejected_total = 0
         self.corrupt_rows_total = 0
+        self.last_alive: AliveMark | None = None
 
         self._lock = threading.Lock()
+        # The newest mark from note_alive(): every durable commit stores it.
+        self._alive: AliveMark | None = None
         self._seq_path = Path(f"{self.path}.seq")
         self._seq_fd: int | None = None
         self._seq_page = 0
@@ -575,9 +581,15 @@ class Outbox:
             open_gaps = conn.execute(
                 "SELECT count(*) FROM gaps WHERE open_sensor IS NOT NULL"
             ).fetchone()[0]
+            alive = conn.execute("SELECT value FROM meta WHERE key='alive'").fetchone()
         except (sqlite3.Error, TypeError, ValueError) as err:
             conn.close()
             raise OutboxError(f"outbox {self.path}: reading its state failed: {err}") from err
+        if alive is not None:
+            try:
+                self.last_alive = AliveMark.decode(alive[0])
+            except ValueError as err:
+                log.warning("outbox alive mark unreadable path=%s error=%s", self.path, err)
         db_next = max(meta_next, -1 if max_seq is None else max_seq + 1)
         sidecar_next = self._read_sidecar()
         self._next_seq = max(db_next, sidecar_next or 0)
@@ -892,6 +904,7 @@ class Outbox:
                             )
                         new_gaps += self._store_drops(conn, self._drops_of(dropped))
                         new_gaps += self._store_unsaved_gaps(conn)
+                        self._store_alive(conn)
                 except sqlite3.Error as err:
                     if not _is_full(err):
                         raise
@@ -1038,6 +1051,30 @@ class Outbox:
         self._full = False
         log.warning("outbox has room again; outbox_full gaps closed path=%s", self.path)
 
+    # --- when the agent was last alive --------------------------------------------------------
+    def note_alive(self, mark: AliveMark) -> None:
+        """Keep ``mark`` for the next commit of readings or gaps (see agent/downtime.py)."""
+        with self._lock:
+            self._alive = mark
+
+    def mark_alive(self, mark: AliveMark) -> None:
+        """Commit ``mark`` on its own (when there is nothing else to commit, and on stop).
+
+        Raises :class:`OutboxError` if it cannot be stored.
+        """
+        with self._lock:
+            self._check_open()
+            self._alive = mark
+            with self._translate("mark alive"), self._txn(durable=True) as conn:
+                self._store_alive(conn)
+
+    def _store_alive(self, conn: sqlite3.Connection) -> None:
+        if self._alive is not None:
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('alive', ?)",
+                (self._alive.encode(),),
+            )
+
     def add_gap(self, gap: Gap) -> None:
         """Commit one gap durably (e.g. ``sensor_silent`` from the scheduler).
 
@@ -1052,6 +1089,7 @@ class Outbox:
                     with self._txn(durable=True) as conn:
                         new_gaps = self._store_drops(conn, self._drops)
                         new_gaps += self._store_unsaved_gaps(conn)
+                        self._store_alive(conn)
                 except sqlite3.Error as err:
                     if not _is_full(err):
                         self._unsaved_gaps.pop()

@@ -23,6 +23,7 @@ import orjson
 
 from agent.clock import ClockWatch
 from agent.config import GatewayConfig
+from agent.downtime import ALIVE_EVERY_S, AliveMark, Downtime, clock_state
 from agent.memory import limit_malloc_arenas, release_free_memory
 from agent.metrics import agent_metrics_server
 from agent.outbox import ROW_READINGS, NewReading, Outbox
@@ -122,6 +123,9 @@ class Agent:
                 "outbox was corrupt and was moved aside path=%s; collection goes on",
                 self.outbox.recovered_from,
             )
+        # The outbox's mark of when the agent last ran, against this start (agent/downtime.py).
+        self.downtime = Downtime(self.outbox.last_alive)
+        self._marked_at = float("-inf")
         self.publisher = Publisher(
             config.mqtt,
             config.client_id(),
@@ -167,10 +171,25 @@ class Agent:
         with self._pending_lock:
             self._pending_gaps.append(gap)
 
+    def _alive_mark(self, stopped: bool = False) -> AliveMark:
+        now = time.time_ns()
+        return AliveMark(now, clock_state(now, self.clock.synced()), stopped)
+
     def _commit_once(self) -> int:
+        if self.downtime.pending and (down := self.downtime.check()) is not None:
+            self._take_gap(down)
         with self._pending_lock:
             readings, self._pending = self._pending, []
             gaps, self._pending_gaps = self._pending_gaps, []
+        mono = time.monotonic()
+        if not readings and not gaps:
+            if mono - self._marked_at >= ALIVE_EVERY_S:
+                self.outbox.mark_alive(self._alive_mark())
+                self._marked_at = mono
+            return 0
+        # Every commit carries the mark: a downtime declared later starts after it.
+        self.outbox.note_alive(self._alive_mark())
+        self._marked_at = mono
         stored_gaps = 0
         try:
             for gap in gaps:
@@ -242,6 +261,10 @@ class Agent:
         for w in self.workers:
             w.join(timeout=10)
         self._commit_once()
+        try:
+            self.outbox.mark_alive(self._alive_mark(stopped=True))
+        except Exception:
+            log.exception("outbox: marking the clean stop failed")
 
     # --- MQTT side -------------------------------------------------------------------------
     def _receipt(self, receipt: Receipt) -> None:

@@ -494,3 +494,62 @@ def test_silent_sensor_gap_reaches_influxdb(stack: Any, influx_db: str, tmp_path
     res.assert_exactly_once(all_generated=True)
     assert silent[0]["sensor"] == "soil-0"
     assert silent[0]["end_ns"] - silent[0]["time"] >= 2e9  # ... for at least silence_after
+
+
+def test_agent_downtime_is_declared_and_covers_no_stored_reading(
+    stack: Any, influx_db: str, tmp_path: Path
+) -> None:
+    """The agent killed (SIGKILL), then stopped cleanly (SIGTERM), each time started again
+    seconds later: each stretch becomes one gateway-wide agent_down gap in InfluxDB that
+    says how the agent ended, spans the downtime, and holds no stored reading."""
+    rig = Rig(
+        tmp_path,
+        stack.mqtt_host,
+        stack.mqtt_port,
+        stack.influx_url,
+        influx_db,
+        sensors=1,
+        rate=50,
+        per_sensor=1500,
+    )
+    downs: list[tuple[str, int, int]] = []
+    try:
+        rig.start_ingest()
+        rig.start_sims()
+        rig.start_agent()
+        rig.wait_up("agent")
+        for how, enough, away_s in (("killed", 100, 3.0), ("stopped", 400, 2.0)):
+            wait_until(lambda n=enough: rig.stored() >= n, 60, f"{enough} readings stored")
+            assert rig.agent is not None
+            if how == "killed":
+                rig.agent.kill()
+            else:
+                assert rig.agent.stop() == 0
+            ended = time.time_ns()
+            time.sleep(away_s)
+            downs.append((how, ended, time.time_ns()))
+            rig.start_agent()
+            rig.wait_up("agent")
+        rig.wait_sims(120)
+        rig.wait_drained(60)
+    finally:
+        rcs = rig.close()
+    assert rcs == {"agent": 0, "ingest": 0}
+    res = rig.reconcile()
+    res.assert_exactly_once(all_generated=False)
+    declared = sorted(
+        (g for g in res.gaps if g["reason"] == "agent_down" and g.get("seq") is None),
+        key=lambda g: g["time"],
+    )
+    assert len(declared) == 2, declared
+    for gap, (how, ended, restarted) in zip(declared, downs, strict=True):
+        assert gap["sensor"] == "*"
+        words = "it was stopped" if how == "stopped" else "it ended without stopping"
+        assert gap["detail"].startswith(f"the agent was not running: {words}"), gap
+        assert gap["time"] <= ended < restarted <= gap["end_ns"], (how, ended, restarted, gap)
+        count = 'SELECT count("counter") FROM "soil" WHERE time > $a AND time < $b'
+        inside = rig.query.query(count, params={"a": gap["time"], "b": gap["end_ns"]})
+        assert not inside, (how, inside[0].values)
+        # The same query finds the readings of the seconds before the gap.
+        before = rig.query.query(count, params={"a": gap["time"] - 5 * 10**9, "b": gap["time"] + 1})
+        assert before and before[0].values[0][1] > 0, (how, gap)

@@ -1,0 +1,220 @@
+"""The time the agent was not running becomes one gateway-wide agent_down gap (agent/downtime.py):
+the outbox keeps when the agent was last alive, and the next start declares the stretch."""
+
+import logging
+import re
+import sqlite3
+import time
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from agent.downtime import ALIVE_EVERY_S, AliveMark, Downtime, clock_state
+from agent.outbox import NewReading, Outbox
+from contract.wire import ClockQuality
+from tests.support.agents import make_agent
+
+S = 10**9
+NOW = 1_800_000_000 * S  # 2027-01-15, after the build epoch
+OLD = 1_000 * S  # 1970: a clock nobody set
+
+
+class Clocks:
+    """Wall and monotonic clocks the test moves, and the kernel's sync flag."""
+
+    def __init__(self, wall: int, synced: bool | None = True):
+        self.wall = wall
+        self.mono = 50 * S
+        self.synced = synced
+
+    def advance(self, s: float) -> None:
+        self.wall += int(s * S)
+        self.mono += int(s * S)
+
+    def downtime(self, last: AliveMark | None) -> Downtime:
+        return Downtime(
+            last, wall_ns=lambda: self.wall, mono_ns=lambda: self.mono, synced=lambda: self.synced
+        )
+
+
+def test_marks_encode_and_refuse_what_they_cannot_read() -> None:
+    for mark in (AliveMark(NOW, "synced"), AliveMark(5, "invalid", stopped=True)):
+        assert AliveMark.decode(mark.encode()) == mark
+    expected = re.escape("expected '<ns> <clock> <running|stopped>'")
+    for bad in ("", "12 synced", "x synced running", "12 fine running", "12 synced gone", None):
+        with pytest.raises(ValueError, match=expected):
+            AliveMark.decode(bad)
+    assert clock_state(OLD, True) == "invalid"
+    assert clock_state(NOW, True) == "synced"
+    assert clock_state(NOW, None) == "unsynced"
+
+
+@pytest.mark.parametrize(
+    ("stopped", "how"),
+    [(True, "it was stopped"), (False, "it ended without stopping (killed, crashed")],
+)
+def test_a_restart_declares_the_time_since_the_last_mark(stopped: bool, how: str) -> None:
+    clocks = Clocks(NOW + 300 * S)
+    down = clocks.downtime(AliveMark(NOW, "synced", stopped))
+    gap = down.check()
+    assert gap is not None
+    assert (gap.sensor, gap.start, gap.end, gap.reason) == (None, NOW, NOW + 300 * S, "agent_down")
+    assert gap.detail.startswith(f"the agent was not running: {how}")
+    assert "clock" not in gap.detail
+    assert not down.pending
+    assert down.check() is None  # once
+
+
+def test_an_unsynced_clock_is_named_in_the_detail() -> None:
+    clocks = Clocks(NOW + 60 * S, synced=False)
+    gap = clocks.downtime(AliveMark(NOW, "synced")).check()
+    assert gap is not None and gap.end == NOW + 60 * S
+    assert gap.detail.endswith("; clock synced at the start, unsynced at the end")
+
+
+def test_a_downtime_under_a_second_is_only_logged(caplog: pytest.LogCaptureFixture) -> None:
+    clocks = Clocks(NOW + S // 2)
+    with caplog.at_level(logging.INFO, logger="agent.downtime"):
+        down = clocks.downtime(AliveMark(NOW, "synced"))
+        assert down.check() is None
+    assert not down.pending
+    assert "the agent was down 0.500 s; too short to declare" in caplog.text
+
+
+def test_no_mark_means_nothing_to_declare() -> None:
+    down = Clocks(NOW).downtime(None)
+    assert down.check() is None
+    assert not down.pending
+
+
+def test_a_mark_from_a_clock_before_the_build_cannot_be_used(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    down = Clocks(NOW).downtime(AliveMark(OLD, "invalid"))
+    assert down.check() is None
+    assert not down.pending
+    assert "cannot tell how long the agent was down: its clock read 1970-01-01T00:16:40" in (
+        caplog.text
+    )
+
+
+def test_a_restart_in_1970_waits_until_the_clock_is_set(caplog: pytest.LogCaptureFixture) -> None:
+    """A power cut: the gateway boots with its clock at 1970 and NTP sets it 40 s later."""
+    clocks = Clocks(OLD, synced=False)
+    down = clocks.downtime(AliveMark(NOW, "synced"))
+    assert down.check() is None
+    assert down.pending
+    assert "its clock now reads 1970-01-01T00:16:40" in caplog.text
+    clocks.advance(20)
+    assert down.check() is None
+    assert down.pending
+    clocks.advance(20)
+    clocks.wall = NOW + 3600 * S  # NTP: the restart was 40 s ago, at NOW + 3560 s
+    gap = down.check()
+    assert gap is not None
+    assert (gap.start, gap.end) == (NOW, NOW + 3560 * S)
+    assert not down.pending
+
+
+def test_a_clock_restored_from_a_file_waits_for_the_kernel_to_report_sync() -> None:
+    """fake-hwclock: the clock restarts from its last save, before the mark. Once the kernel
+    reports sync without a step, the restart still reads before the mark: the clock was
+    ahead before, and nothing is declared."""
+    clocks = Clocks(NOW - 100 * S, synced=False)
+    down = clocks.downtime(AliveMark(NOW, "unsynced"))
+    assert down.check() is None
+    clocks.advance(6)
+    assert down.check() is None and down.pending
+    clocks.advance(6)
+    clocks.synced = True
+    assert down.check() is None
+    assert not down.pending
+
+
+def test_a_clock_restored_from_a_file_and_then_stepped_by_ntp() -> None:
+    clocks = Clocks(NOW - 100 * S, synced=False)
+    down = clocks.downtime(AliveMark(NOW, "unsynced", stopped=True))
+    assert down.check() is None
+    clocks.advance(30)
+    clocks.wall += 7200 * S  # NTP steps the clock two hours on
+    gap = down.check()
+    assert gap is not None
+    assert (gap.start, gap.end) == (NOW, NOW - 100 * S + 7200 * S)
+    assert gap.detail == (
+        "the agent was not running: it was stopped; clock unsynced at the start, unsynced at "
+        "the end"
+    )
+
+
+def _reading(ts: int) -> NewReading:
+    return NewReading("s-1", "f", "soil", ts, ClockQuality.SYNCED, {"temp_c": 1.0})
+
+
+def test_the_outbox_keeps_the_mark_of_its_last_commit(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "outbox.sqlite"
+    box = Outbox(path, "gw-1")
+    assert box.last_alive is None
+    box.note_alive(AliveMark(NOW, "synced"))
+    box.add([_reading(NOW - S)])
+    box.close()
+    box = Outbox(path, "gw-1")
+    assert box.last_alive == AliveMark(NOW, "synced")
+    box.mark_alive(AliveMark(NOW + 5 * S, "unsynced", stopped=True))
+    box.close()
+    box = Outbox(path, "gw-1")
+    assert box.last_alive == AliveMark(NOW + 5 * S, "unsynced", stopped=True)
+    box.close()
+    with closing(sqlite3.connect(path)) as db, db:
+        db.execute("UPDATE meta SET value = 'garbage' WHERE key = 'alive'")
+    box = Outbox(path, "gw-1")
+    assert box.last_alive is None
+    assert "outbox alive mark unreadable" in caplog.text
+    box.close()
+
+
+def test_an_agent_started_again_declares_its_downtime_once(tmp_path: Path) -> None:
+    first = make_agent(tmp_path)
+    assert first.outbox.last_alive is None
+    first._commit_once()  # nothing to commit: the idle mark
+    first.outbox.close()
+    time.sleep(1.2)
+
+    second = make_agent(tmp_path)
+    last = second.outbox.last_alive
+    assert last is not None and last.clock in ("synced", "unsynced") and not last.stopped
+    second._commit_once()
+    second._commit_once()
+    _, gaps = second.outbox.next_batch("b-1", 100)
+    downs = [g for g in gaps if g.reason == "agent_down"]
+    assert len(downs) == 1
+    assert downs[0].sensor is None
+    assert downs[0].start == last.ns
+    assert downs[0].end - downs[0].start >= int(1.2 * S)
+    assert downs[0].detail.startswith("the agent was not running: it ended without stopping")
+    second.outbox.close()
+
+
+def test_an_idle_agent_marks_itself_alive_every_few_seconds(tmp_path: Path) -> None:
+    agent = make_agent(tmp_path)
+    agent._commit_once()
+    marks = []
+    for _ in range(2):
+        agent.outbox.close()
+        agent = make_agent(tmp_path)
+        assert agent.outbox.last_alive is not None
+        marks.append(agent.outbox.last_alive.ns)
+        agent._commit_once()  # the first pass of each process marks at once
+    assert marks[1] > marks[0]
+    before = agent._marked_at
+    agent._commit_once()  # within ALIVE_EVERY_S of the last mark: none
+    assert agent._marked_at == before
+    agent._marked_at -= ALIVE_EVERY_S
+    agent._commit_once()
+    assert agent._marked_at > before
+    agent.outbox.close()
+    agent = make_agent(tmp_path)
+    assert agent.outbox.last_alive is not None and agent.outbox.last_alive.ns > marks[1]
+    agent.outbox.close()
