@@ -106,6 +106,12 @@ class Rig:
         # A crashed broker forgets the subscription: subscribe again on every reconnect.
         self.status.client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
 
+    @classmethod
+    def on(cls, stack: Any, db: str, tmp: Path, **options: Any) -> Rig:
+        """A rig against ``stack`` (anything with ``mqtt_host``, ``mqtt_port`` and
+        ``influx_url``: the shared stack or a private one) and database ``db``."""
+        return cls(tmp, stack.mqtt_host, stack.mqtt_port, stack.influx_url, db, **options)
+
     # processes ---------------------------------------------------------------------------
     def start_sims(self, extra: list[str] | None = None) -> None:
         for i in range(self.n_sensors):
@@ -140,6 +146,12 @@ class Rig:
         )
         return self.agent
 
+    def agent_up(self) -> Proc:
+        """Start an agent run and wait until it has connected."""
+        proc = self.start_agent()
+        self.wait_up("agent")
+        return proc
+
     def start_ingest(self) -> Proc:
         self.ingest_runs += 1
         self.ingest = farmtel(
@@ -159,6 +171,12 @@ class Rig:
             return log.exists() and log.read_text(errors="replace").count(needle) >= runs
 
         wait_until(up, timeout, f"{name} run {runs} to connect", 0.1)
+
+    def wait_done(self, drain_s: float) -> None:
+        """Until the simulators have sent every line (120 s at most) and the agent's outbox
+        is empty (``drain_s`` at most)."""
+        self.wait_sims(120)
+        self.wait_drained(drain_s)
 
     def sims_done(self) -> bool:
         return all(not s.alive() for s in self.sims)

@@ -52,12 +52,10 @@ def test_agent_sigkilled_20_times_loses_no_committed_reading(
     never committed and are not expected; every committed seq must be stored once, and the
     seq a crash burned must be declared by an agent_down gap.
     """
-    rig = Rig(
-        tmp_path,
-        stack.mqtt_host,
-        stack.mqtt_port,
-        stack.influx_url,
+    rig = Rig.on(
+        stack,
         influx_db,
+        tmp_path,
         sensors=4,
         rate=200,
         per_sensor=5000,
@@ -66,8 +64,7 @@ def test_agent_sigkilled_20_times_loses_no_committed_reading(
     try:
         rig.start_ingest()
         rig.start_sims()
-        rig.start_agent()
-        rig.wait_up("agent")
+        rig.agent_up()
         kills = 0
         checks: list[str] = []
         while kills < 20:
@@ -77,10 +74,8 @@ def test_agent_sigkilled_20_times_loses_no_committed_reading(
             kills += 1
             # Checked while the file is as the kill left it (the agent locks it when up).
             checks.append(_integrity(rig.state / "outbox.sqlite"))
-            rig.start_agent()
-            rig.wait_up("agent")
-        rig.wait_sims(120)
-        rig.wait_drained(60)
+            rig.agent_up()
+        rig.wait_done(drain_s=60)
     finally:
         rcs = rig.close()
     assert rcs["agent"] == 0, (tmp_path / "agent.log").read_text()[-3000:]
@@ -106,12 +101,10 @@ def test_ingest_sigkilled_10_times_loses_nothing(
 ) -> None:
     """10 SIGKILLs of the ingest during 100,000 readings (5 x 20,000); the broker keeps the
     ingest's session (MQTT v5 session expiry) and redelivers what was not acked."""
-    rig = Rig(
-        tmp_path,
-        stack.mqtt_host,
-        stack.mqtt_port,
-        stack.influx_url,
+    rig = Rig.on(
+        stack,
         influx_db,
+        tmp_path,
         sensors=5,
         rate=1000,
         per_sensor=20_000,
@@ -133,8 +126,7 @@ def test_ingest_sigkilled_10_times_loses_nothing(
             rig.ingest.kill()
             rig.start_ingest()
             rig.wait_up("ingest")
-        rig.wait_sims(120)
-        rig.wait_drained(90)
+        rig.wait_done(drain_s=90)
         # The last ingest's self-metrics include the redeliveries it got after the last kill
         # (earlier ones may die before they write theirs: the log counts every process).
         time.sleep(1.5)
@@ -170,12 +162,10 @@ def _broker_crashes(rig: Rig, servers: Stack, crashes: int) -> None:
 
 def test_mosquitto_sigkilled_5_times_loses_nothing(private_stack: Stack, tmp_path: Path) -> None:
     info = private_stack.info()
-    rig = Rig(
-        tmp_path,
-        info.mqtt_host,
-        info.mqtt_port,
-        info.influx_url,
+    rig = Rig.on(
+        info,
         "faults",
+        tmp_path,
         sensors=4,
         rate=400,
         per_sensor=4000,
@@ -186,8 +176,7 @@ def test_mosquitto_sigkilled_5_times_loses_nothing(private_stack: Stack, tmp_pat
         rig.start_sims()
         rig.start_agent()
         _broker_crashes(rig, private_stack, 5)
-        rig.wait_sims(120)
-        rig.wait_drained(90)
+        rig.wait_done(drain_s=90)
     finally:
         rcs = rig.close()
     assert rcs == {"agent": 0, "ingest": 0}, (tmp_path / "agent.log").read_text()[-2000:]
@@ -202,12 +191,10 @@ def test_control_pruning_on_puback_loses_readings_when_mosquitto_crashes(
     """The same crashes with [outbox] prune_on = "puback" (testing only): rows deleted on the
     broker's ack die with the broker. Proves the previous test can fail."""
     info = private_stack.info()
-    rig = Rig(
-        tmp_path,
-        info.mqtt_host,
-        info.mqtt_port,
-        info.influx_url,
+    rig = Rig.on(
+        info,
         "faults",
+        tmp_path,
         sensors=4,
         rate=400,
         per_sensor=2000,
@@ -218,8 +205,7 @@ def test_control_pruning_on_puback_loses_readings_when_mosquitto_crashes(
         rig.start_sims()
         rig.start_agent()
         _broker_crashes(rig, private_stack, 2)
-        rig.wait_sims(120)
-        rig.wait_drained(60)
+        rig.wait_done(drain_s=60)
     finally:
         rig.close()
     res = rig.reconcile()
@@ -235,12 +221,10 @@ def test_broker_frozen_30s_is_noticed_and_loses_nothing(
     within 2 x keepalive + 2 s, and nothing is lost."""
     info = private_stack.info()
     keepalive = 5
-    rig = Rig(
-        tmp_path,
-        info.mqtt_host,
-        info.mqtt_port,
-        info.influx_url,
+    rig = Rig.on(
+        info,
         "faults",
+        tmp_path,
         sensors=4,
         rate=200,
         per_sensor=7_000,
@@ -256,8 +240,7 @@ def test_broker_frozen_30s_is_noticed_and_loses_nothing(
         private_stack.pause("mosquitto")
         time.sleep(30)
         private_stack.resume("mosquitto")
-        rig.wait_sims(120)
-        rig.wait_drained(90)
+        rig.wait_done(drain_s=90)
     finally:
         rcs = rig.close()
     assert rcs == {"agent": 0, "ingest": 0}
@@ -291,12 +274,10 @@ def test_influxdb_down_mid_stream_loses_nothing_and_drains(
     """InfluxDB stopped for OUTAGE_S s while 2,000 readings/s flow: 0 lost, ingest RSS
     growth < 50 MB; the drain rate is printed (a figure, not an assertion)."""
     info = private_stack.info()
-    rig = Rig(
-        tmp_path,
-        info.mqtt_host,
-        info.mqtt_port,
-        info.influx_url,
+    rig = Rig.on(
+        info,
         "faults",
+        tmp_path,
         sensors=4,
         rate=500,
         # Enough for the outage plus ~10 s of flow on each side.
@@ -318,8 +299,7 @@ def test_influxdb_down_mid_stream_loses_nothing_and_drains(
         private_stack.start_influxdb()
         back = time.monotonic()
         stored_back = rig.stored()
-        rig.wait_sims(120)
-        rig.wait_drained(90)
+        rig.wait_done(drain_s=90)
         drained = time.monotonic() - back
         rss_peak = max(rss_peak, _rss(ingest.pid))
     finally:
@@ -345,12 +325,10 @@ def test_outbox_at_its_cap_declares_a_gap_and_resumes(private_stack: Stack, tmp_
     agent keeps running and declares outbox_full gaps covering the readings it dropped;
     once the broker is back and the outbox drains, collection resumes."""
     info = private_stack.info()
-    rig = Rig(
-        tmp_path,
-        info.mqtt_host,
-        info.mqtt_port,
-        info.influx_url,
+    rig = Rig.on(
+        info,
         "faults",
+        tmp_path,
         sensors=4,
         rate=300,
         per_sensor=6000,
@@ -366,8 +344,7 @@ def test_outbox_at_its_cap_declares_a_gap_and_resumes(private_stack: Stack, tmp_
         private_stack.start_mosquitto()
         rig.start_ingest()
         wait_until(lambda: "outbox has room again" in agent.output(), 60, "room again")
-        rig.wait_sims(120)
-        rig.wait_drained(90)
+        rig.wait_done(drain_s=90)
     finally:
         rcs = rig.close()
     assert rcs == {"agent": 0, "ingest": 0}
@@ -404,12 +381,10 @@ def test_gateway_offline_24h_drains_without_loss(
 ) -> None:
     """50 sensors x 24 h at 1/10 s = 432,000 readings written straight into the outbox (as
     the scheduler would have), then the agent is started and drains them."""
-    rig = Rig(
-        tmp_path,
-        stack.mqtt_host,
-        stack.mqtt_port,
-        stack.influx_url,
+    rig = Rig.on(
+        stack,
         influx_db,
+        tmp_path,
         sensors=1,
         outbox={"batch_size": 5000, "max_inflight": 16, "receipt_timeout": 30.0},
     )
@@ -463,12 +438,10 @@ def test_gateway_offline_24h_drains_without_loss(
 def test_silent_sensor_gap_reaches_influxdb(stack: Any, influx_db: str, tmp_path: Path) -> None:
     """A board that stops talking (its port stays open) yields a sensor_silent gap that
     starts at its last reading and is stored in InfluxDB."""
-    rig = Rig(
-        tmp_path,
-        stack.mqtt_host,
-        stack.mqtt_port,
-        stack.influx_url,
+    rig = Rig.on(
+        stack,
         influx_db,
+        tmp_path,
         sensors=1,
         rate=100,
         per_sensor=200,
@@ -502,12 +475,10 @@ def test_agent_downtime_is_declared_and_covers_no_stored_reading(
     """The agent killed (SIGKILL), then stopped cleanly (SIGTERM), each time started again
     seconds later: each stretch becomes one gateway-wide agent_down gap in InfluxDB that
     says how the agent ended, spans the downtime, and holds no stored reading."""
-    rig = Rig(
-        tmp_path,
-        stack.mqtt_host,
-        stack.mqtt_port,
-        stack.influx_url,
+    rig = Rig.on(
+        stack,
         influx_db,
+        tmp_path,
         sensors=1,
         rate=50,
         per_sensor=1500,
@@ -516,8 +487,7 @@ def test_agent_downtime_is_declared_and_covers_no_stored_reading(
     try:
         rig.start_ingest()
         rig.start_sims()
-        rig.start_agent()
-        rig.wait_up("agent")
+        rig.agent_up()
         for how, enough, away_s in (("killed", 100, 3.0), ("stopped", 400, 2.0)):
             wait_until(lambda n=enough: rig.stored() >= n, 60, f"{enough} readings stored")
             assert rig.agent is not None
@@ -528,10 +498,8 @@ def test_agent_downtime_is_declared_and_covers_no_stored_reading(
             ended = time.time_ns()
             time.sleep(away_s)
             downs.append((how, ended, time.time_ns()))
-            rig.start_agent()
-            rig.wait_up("agent")
-        rig.wait_sims(120)
-        rig.wait_drained(60)
+            rig.agent_up()
+        rig.wait_done(drain_s=60)
     finally:
         rcs = rig.close()
     assert rcs == {"agent": 0, "ingest": 0}
