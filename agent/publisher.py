@@ -56,6 +56,11 @@ class Publisher:
         self._mid_to_batch: dict[int, str] = {}
         self._early: dict[int, Any] = {}
         self.connected = threading.Event()
+        """Set once the broker has answered our receipts subscription (SUBACK): a batch
+        published before that could have its receipt dropped by the broker."""
+        self._session_up = False
+        """CONNACK received and no disconnect since (paho's network thread only)."""
+        self._receipts_mid: int | None = None
         self.last_error = ""
         self.disconnects = 0
         self.publish_failures = 0
@@ -71,6 +76,7 @@ class Publisher:
         self.client.on_message = self._message
         self.client.on_publish = self._published
         self.client.on_connect_fail = self._connect_failed
+        self.client.on_subscribe = self._subscribed
 
     def start(self) -> None:
         connect_async(
@@ -100,10 +106,24 @@ class Publisher:
             self.last_error = f"broker refused the connection: {reason_text(rc)}"
             log.error("mqtt connect refused host=%s reason=%s", self.settings.host, reason_text(rc))
             return
-        client.subscribe(self.receipts, qos=1)
-        self.connected.set()
+        self._session_up = True
         self._takeover.connected()
         self.last_error = ""
+        # paho runs _subscribed on this thread too, so the mid is recorded before it can.
+        _, self._receipts_mid = client.subscribe(self.receipts, qos=1)
+
+    def _subscribed(self, _c: mqtt.Client, _u: Any, mid: int, codes: Any, _p: Any = None) -> None:
+        if mid != self._receipts_mid or not self._session_up:
+            return
+        refused = [c for c in codes if getattr(c, "is_failure", False)]
+        if refused:
+            # Batches still go out; without receipts they stay in the outbox and are resent.
+            self.last_error = (
+                f"broker refused the receipts subscription {self.receipts}: "
+                f"{reason_text(refused[0])}; check the broker's ACL (docs/security.md)"
+            )
+            log.error("mqtt %s", self.last_error)
+        self.connected.set()
         log.info("mqtt connected host=%s port=%s", self.settings.host, self.settings.port)
 
     def _connect_failed(self, _c: mqtt.Client, _u: Any) -> None:
@@ -114,8 +134,9 @@ class Publisher:
         log.warning("mqtt %s", self.last_error)
 
     def _disconnected(self, _c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any = None) -> None:
-        if not self.connected.is_set():
+        if not self._session_up:
             return
+        self._session_up = False
         # Record why before clearing `connected`: whoever waits on it reads these next.
         self.disconnects += 1
         self.last_error = f"disconnected: {reason_text(rc)}"

@@ -240,7 +240,7 @@ class AlertEngine:
         )
 
     def observe(self, plantation: str, batch: Batch) -> list[Alert]:
-        """Evaluate ``batch`` (already stored) and publish, log and record its transitions."""
+        """Evaluate ``batch`` (already stored) and log, record and publish its transitions."""
         alerts = self.evaluate(plantation, batch)
         if not alerts:
             return alerts
@@ -265,14 +265,17 @@ class AlertEngine:
                 alert.threshold,
                 alert.since_ns,
             )
-            try:
-                self.publish(alerts_topic(alert.plantation, alert.gateway), alert.payload())
-            except Exception as err:  # a broker hiccup must not stop the writer thread
-                self.errors += 1
-                log.error("alert publish failed rule=%s error=%s", alert.rule, err)
+        # Recorded before published: whoever acts on the MQTT alert finds it in `farmtel
+        # alerts list`.
         try:
             self.record("\n".join(a.line() for a in alerts).encode())
         except Exception as err:  # the readings are stored; losing the record is logged
             self.errors += 1
             log.error("alert record failed alerts=%d error=%s", len(alerts), err)
+        for alert in alerts:
+            try:
+                self.publish(alerts_topic(alert.plantation, alert.gateway), alert.payload())
+            except Exception as err:  # a broker hiccup must not stop the writer thread
+                self.errors += 1
+                log.error("alert publish failed rule=%s error=%s", alert.rule, err)
         return alerts

@@ -19,7 +19,7 @@ def ingest_samples(service: Ingest) -> list[Sample]:
     """``farmtel_ingest_<counter>_total`` for every ``Ingest.counters`` key, plus gauges
     (:data:`GAUGES` among them, as ``farmtel_ingest_<key>``)."""
     labels = {"client_id": service.config.client_id()}
-    counters = dict(service.counters)
+    counters = service.counters_now()
     gauges = {key: counters.pop(key) for key in GAUGES if key in counters}
     samples = counter_samples("farmtel_ingest", counters, labels)
     samples += [

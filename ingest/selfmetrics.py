@@ -141,10 +141,14 @@ class SelfMetrics:
         writer: InfluxWriter,
         counters: dict[str, int],
         inbox_depth: Callable[[], int],
+        counters_lock: threading.Lock | None = None,
     ):
         self.config = config
         self.writer = writer
         self.counters = counters
+        # The ingest updates a message's counters together under this lock: a point never
+        # shows a message half counted.
+        self.counters_lock = counters_lock or threading.Lock()
         self.inbox_depth = inbox_depth
         self.host = socket.gethostname().lower()
         self.write_errors = 0
@@ -175,7 +179,8 @@ class SelfMetrics:
         return True
 
     def ingest_fields(self) -> dict[str, int]:
-        fields = dict(self.counters)
+        with self.counters_lock:
+            fields = dict(self.counters)
         fields["inbox"] = self.inbox_depth()
         fields["rss_bytes"] = rss_bytes()
         fields["metric_write_errors"] = self.write_errors

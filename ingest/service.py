@@ -121,6 +121,11 @@ class Ingest:
         make_state_dir(config.ingest.state_dir, "ingest.state_dir")
         self.dead = DeadLetters(config.deadletter_path())
         self.connected = threading.Event()
+        """Set once the broker has answered our subscriptions (SUBACK)."""
+        self._session_up = False
+        """CONNACK received and no disconnect since (paho's network thread only)."""
+        self._subscribe_mid: int | None = None
+        self._subscriptions: list[tuple[str, int]] = []
         self._takeover = TakeoverWatch()
         self.counters: dict[str, int] = {
             "messages": 0,
@@ -144,12 +149,16 @@ class Ingest:
         self._seq_lock = threading.Lock()
         self._seq_share_prefix = seq_share_prefix(config.ingest.share_group)
         self._not_before_ns = config_not_before_ns(config.ingest.not_before)
-        self.selfmetrics = SelfMetrics(config, self.writer, self.counters, self.inbox.qsize)
+        self._count_lock = threading.Lock()
+        self.selfmetrics = SelfMetrics(
+            config, self.writer, self.counters, self.inbox.qsize, self._count_lock
+        )
         self.client = make_client(config.mqtt, config.client_id(), manual_ack=True)
         self.client.on_connect = self._connected
         self.client.on_disconnect = self._disconnected
         self.client.on_message = self._message
         self.client.on_connect_fail = self._connect_failed
+        self.client.on_subscribe = self._subscribed
         # "decoder" decodes the next messages while the "writer-N" threads wait for InfluxDB
         # to take earlier ones: [ingest] write_concurrency writes in flight (InfluxDB takes
         # one write on about one core). Each writer acks and receipts its messages after its
@@ -166,7 +175,6 @@ class Ingest:
         self._turn = 0
         """The ticket whose acks and receipts go out next."""
         self._turn_changed = threading.Condition()
-        self._count_lock = threading.Lock()
         self._worker = threading.Thread(target=self._work, name="decoder", daemon=True)
         self._writer_threads = [
             threading.Thread(target=self._write_loop, name=f"writer-{n}", daemon=True)
@@ -182,13 +190,32 @@ class Ingest:
         if rc.is_failure:
             log.error("mqtt connect refused reason=%s", reason_text(rc))
             return
-        client.subscribe(telemetry_subscription(self.config.ingest.share_group), qos=1)
-        client.subscribe(self.selfmetrics.status_subscription(), qos=0)
-        # The share group's seq bookkeeping, retained ones first. Our own comes back too:
-        # merging it changes nothing (a union), and after a restart it is what we knew.
-        client.subscribe(seq_share_subscription(self.config.ingest.share_group), qos=0)
-        self.connected.set()
+        self._session_up = True
         self._takeover.connected()
+        # One SUBSCRIBE; `connected` waits for its SUBACK (_subscribed): a share group with
+        # no member yet drops what is published to it. The share group's seq bookkeeping
+        # comes retained; our own comes back too: merging it changes nothing (a union), and
+        # after a restart it is what we knew. paho runs _subscribed on this thread too, so
+        # the mid is recorded before it can.
+        self._subscriptions = [
+            (telemetry_subscription(self.config.ingest.share_group), 1),
+            (self.selfmetrics.status_subscription(), 0),
+            (seq_share_subscription(self.config.ingest.share_group), 0),
+        ]
+        _, self._subscribe_mid = client.subscribe(self._subscriptions)
+
+    def _subscribed(self, _c: mqtt.Client, _u: Any, mid: int, codes: Any, _p: Any = None) -> None:
+        if mid != self._subscribe_mid or not self._session_up:
+            return
+        for (topic, _), code in zip(self._subscriptions, codes, strict=False):
+            if getattr(code, "is_failure", False):
+                log.error(
+                    "mqtt broker refused the subscription %s: %s; check the broker's ACL "
+                    "(docs/security.md)",
+                    topic,
+                    reason_text(code),
+                )
+        self.connected.set()
         log.info("mqtt connected host=%s port=%s", self.config.mqtt.host, self.config.mqtt.port)
 
     def _connect_failed(self, _c: mqtt.Client, _u: Any) -> None:
@@ -199,7 +226,8 @@ class Ingest:
         )
 
     def _disconnected(self, _c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any = None) -> None:
-        if self.connected.is_set():
+        if self._session_up:
+            self._session_up = False
             log.warning("mqtt disconnected reason=%s", reason_text(rc))
             if self._takeover.lost():
                 who = "a second ingest, or `farmtel status` run with this ingest.toml"
@@ -231,7 +259,8 @@ class Ingest:
                 raise ValueError('not {"seen": [[first, last], ...]}')
             with self._seq_lock:
                 self.sequence.merge(plantation, gateway, raw["seen"])
-                self.counters["seq_holes"] = self.sequence.holes_total
+                with self._count_lock:
+                    self.counters["seq_holes"] = self.sequence.holes_total
         except (ValueError, orjson.JSONDecodeError) as err:
             log.warning("ignored seq bookkeeping from another ingest topic=%.200s: %s", topic, err)
 
@@ -401,6 +430,11 @@ class Ingest:
         with self._count_lock:
             self.counters[name] += 1
 
+    def counters_now(self) -> dict[str, int]:
+        """A copy of the counters in which no message is half counted."""
+        with self._count_lock:
+            return dict(self.counters)
+
     def _write(self, items: list[Decoded], settled: list[Inbound]) -> list[Decoded]:
         """Write the lines of ``items`` to InfluxDB; return those stored (not yet acked).
 
@@ -451,6 +485,25 @@ class Ingest:
                 self._ack(d)
                 continue
             self._ack(d.msg)
+            # Counted (all of a message at once) before its receipt goes out: whoever sees
+            # the receipt sees the counters, in status, /metrics and farmtel_ingest.
+            with self._seq_lock:
+                duplicates = self.sequence.observe(
+                    d.plantation,
+                    d.batch.gateway,
+                    d.seqs(),
+                    [(g.seq, g.count) for g in d.batch.gaps if g.seq is not None],
+                )
+                shared[(d.plantation, d.batch.gateway)] = self.sequence.export(
+                    d.plantation, d.batch.gateway
+                )
+                with self._count_lock:
+                    self.counters["batches_stored"] += 1
+                    self.counters["readings_stored"] += len(d.batch.readings) - d.quarantined
+                    self.counters["gaps_stored"] += len(d.batch.gaps)
+                    self.counters["quarantined"] += d.quarantined
+                    self.counters["duplicates"] += duplicates
+                    self.counters["seq_holes"] = self.sequence.holes_total
             receipt = Receipt(
                 batch=d.batch.batch,
                 status=ReceiptStatus.STORED,
@@ -459,21 +512,6 @@ class Ingest:
             self.client.publish(
                 receipt_topic(d.plantation, d.batch.gateway), encode_receipt(receipt), qos=1
             )
-            self.counters["batches_stored"] += 1
-            self.counters["readings_stored"] += len(d.batch.readings) - d.quarantined
-            self.counters["gaps_stored"] += len(d.batch.gaps)
-            self.counters["quarantined"] += d.quarantined
-            with self._seq_lock:
-                self.counters["duplicates"] += self.sequence.observe(
-                    d.plantation,
-                    d.batch.gateway,
-                    d.seqs(),
-                    [(g.seq, g.count) for g in d.batch.gaps if g.seq is not None],
-                )
-                self.counters["seq_holes"] = self.sequence.holes_total
-                shared[(d.plantation, d.batch.gateway)] = self.sequence.export(
-                    d.plantation, d.batch.gateway
-                )
             if self.alerts.rules:
                 self.alerts.observe(d.plantation, d.model())
         # Once per gateway and write: each message carries the whole union we know.

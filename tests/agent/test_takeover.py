@@ -32,6 +32,7 @@ def test_a_client_id_taken_again_and_again_is_named(tmp_path: Path, stack: Stack
             deadline = time.monotonic() + 10
             while agent.publisher.connected.is_set() and time.monotonic() < deadline:
                 time.sleep(0.05)
+            assert not agent.publisher.connected.is_set(), f"taken over {n + 1}"
         hint = agent.publisher.client_id_shared()
         assert f"another client probably uses client id '{agent.config.client_id()}'" in hint
         assert "a second agent with this gateway.toml" in hint
@@ -66,6 +67,7 @@ def test_why_the_connection_was_lost_is_set_before_connected_is_cleared() -> Non
     publisher.connected = watcher
     lost = mqtt.ReasonCode(mqtt.PacketTypes.DISCONNECT, identifier=128)
     for _ in range(TakeoverWatch.TIMES):
+        publisher._session_up = True
         publisher.connected.set()
         publisher._takeover.connected()
         publisher._disconnected(publisher.client, None, None, lost)
@@ -74,3 +76,51 @@ def test_why_the_connection_was_lost_is_set_before_connected_is_cleared() -> Non
     assert last_error == "disconnected: Unspecified error"
     assert "another client probably uses client id 'farmtel-agent-p-gw'" in hint
     assert all(error == "disconnected: Unspecified error" for error, _ in watcher.seen)
+
+
+class _Subscribing:
+    """paho's client as far as _connected uses it: SUBSCRIBE is queued, not answered."""
+
+    def __init__(self) -> None:
+        self.subscribed: list[object] = []
+
+    def subscribe(self, topic: object, qos: int = 0) -> tuple[int, int]:
+        self.subscribed.append(topic)
+        return (mqtt.MQTT_ERR_SUCCESS, 41)
+
+
+def _suback(*codes: int) -> list[mqtt.ReasonCode]:
+    return [mqtt.ReasonCode(mqtt.PacketTypes.SUBACK, identifier=c) for c in codes]
+
+
+def test_the_agent_is_connected_only_once_its_receipts_subscription_is_answered() -> None:
+    """Until the SUBACK, a receipt for a batch published now could be dropped by the broker
+    (a session the broker no longer has): `connected` gates publishing."""
+    publisher = Publisher(
+        MqttSettings(), "farmtel-agent-p-gw", "p", "gw", lambda _r: None, lambda _b, _e: None
+    )
+    client = _Subscribing()
+    ok = mqtt.ReasonCode(mqtt.PacketTypes.CONNACK, identifier=0)
+    publisher._connected(client, None, None, ok)  # type: ignore[arg-type]
+    assert client.subscribed == [publisher.receipts]
+    assert not publisher.connected.is_set()
+    publisher._subscribed(client, None, 40, _suback(1))  # type: ignore[arg-type]
+    assert not publisher.connected.is_set()  # another SUBSCRIBE's answer
+    publisher._subscribed(client, None, 41, _suback(1))  # type: ignore[arg-type]
+    assert publisher.connected.is_set()
+    assert publisher.last_error == ""
+
+
+def test_a_refused_receipts_subscription_is_named() -> None:
+    publisher = Publisher(
+        MqttSettings(), "farmtel-agent-p-gw", "p", "gw", lambda _r: None, lambda _b, _e: None
+    )
+    client = _Subscribing()
+    ok = mqtt.ReasonCode(mqtt.PacketTypes.CONNACK, identifier=0)
+    publisher._connected(client, None, None, ok)  # type: ignore[arg-type]
+    publisher._subscribed(client, None, 41, _suback(135))  # type: ignore[arg-type]
+    assert publisher.connected.is_set()
+    assert publisher.last_error == (
+        "broker refused the receipts subscription farmtel/v1/p/gw/receipt: Not authorized; "
+        "check the broker's ACL (docs/security.md)"
+    )

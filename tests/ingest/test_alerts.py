@@ -182,3 +182,22 @@ def test_ingest_example_shows_every_alert_key() -> None:
     toml = "\n".join(line[2:] for line in block.splitlines() if line.startswith("# "))
     cfg = parse_ingest_config(tomllib.loads(toml), "example", environ={})
     assert [r.name for r in cfg.alerts] == ["dry-soil", "frost"]
+
+
+def test_an_alert_is_recorded_before_it_is_published() -> None:
+    """Whoever acts on the MQTT alert finds it in `farmtel alerts list` already."""
+    sink = Sink()
+    recorded_at_publish: list[int] = []
+
+    def publish(topic: str, payload: bytes) -> None:
+        recorded_at_publish.append(len(sink.recorded))
+        sink.publish(topic, payload)
+
+    engine = AlertEngine(
+        [AlertRule(name="dry", value="moisture_pct", op="<", threshold=18.0)],
+        publish,
+        sink.record,
+    )
+    got = engine.observe(P, _batch([("s-1", 0, 17.0)]))
+    assert [a.state for a in got] == ["firing"]
+    assert recorded_at_publish == [1]
