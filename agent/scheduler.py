@@ -176,6 +176,7 @@ class PortWorker(threading.Thread):
                 slot.driver.open()
                 slot.is_open = True
                 health.port_open = True
+                log.info("sensor port open sensor=%s port=%s", cfg.id, cfg.port)
             samples = slot.driver.read()
         except SensorError as err:
             self._failed(slot, err)

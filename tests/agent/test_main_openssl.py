@@ -23,6 +23,7 @@ from tests.support.mqtt import TestClient
 from tests.support.procs import (
     REPO,
     Proc,
+    release_when_open,
     started_text_line_simulator,
     wait_until,
     write_toml,
@@ -63,7 +64,8 @@ def write_key(path: Path) -> Ed25519PrivateKey:
 def test_signed_batches_without_openssl(stack: StackInfo, tmp_path: Path) -> None:
     key = write_key(tmp_path / "signing.key")
     columns = ["counter", "moisture_pct"]
-    sim, link = started_text_line_simulator(tmp_path, columns, rate=20, count=20, start_delay=2)
+    go = tmp_path / "go"
+    sim, link = started_text_line_simulator(tmp_path, columns, rate=20, count=20, start_file=go)
     gw = write_toml(
         tmp_path / "gateway.toml",
         {
@@ -92,6 +94,7 @@ def test_signed_batches_without_openssl(stack: StackInfo, tmp_path: Path) -> Non
     watch.subscribe(telemetry_topic(PLANTATION, GATEWAY))
     agent = agent_main(gw, tmp_path / "agent.log")
     try:
+        release_when_open(agent, ["soil-1"], go)
         wait_until(lambda: watch.wait_for(1, 1), 30, "a batch from the agent")
         libraries = mapped_libraries(agent.pid)
         messages = watch.wait_for(1)

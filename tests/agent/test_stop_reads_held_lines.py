@@ -17,6 +17,7 @@ from devstack.stack import free_port
 from tests.support.procs import (
     farmtel,
     read_records,
+    release_when_open,
     started_text_line_simulator,
     wait_until,
     write_toml,
@@ -27,8 +28,9 @@ LINES = 40
 
 def test_lines_held_by_the_read_window_are_committed_at_a_stop(tmp_path: Path) -> None:
     sent = tmp_path / "sent.jsonl"
+    go = tmp_path / "go"
     sim, link = started_text_line_simulator(
-        tmp_path, ["counter", "temp_c"], rate=50, count=LINES, start_delay=3, extra=["--stay"]
+        tmp_path, ["counter", "temp_c"], rate=50, count=LINES, start_file=go, extra=["--stay"]
     )
     conf = write_toml(
         tmp_path / "gateway.toml",
@@ -50,6 +52,7 @@ def test_lines_held_by_the_read_window_are_committed_at_a_stop(tmp_path: Path) -
     )
     agent = farmtel("agent", ["agent", "run", "-c", str(conf)], tmp_path / "agent.log")
     try:
+        release_when_open(agent, ["s-1"], go)
         wait_until(
             lambda: sent.exists() and len(read_records(sent)) >= LINES,
             30,

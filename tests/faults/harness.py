@@ -3,6 +3,7 @@ given broker and database, with the knobs the fault scenarios turn."""
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,14 +15,17 @@ from contract import status_topic
 from ingest.influx import InfluxQuery, InfluxQueryError, InfluxSettings
 from tests.faults.reconcile import Reconciled, reconcile
 from tests.support.mqtt import TestClient
-from tests.support.procs import Proc, farmtel, text_line_simulator, wait_until, write_toml
+from tests.support.procs import (
+    Proc,
+    farmtel,
+    release_when_open,
+    text_line_simulator,
+    wait_until,
+    write_toml,
+)
 
 PLANTATION = "hlj-fault-001"
 COLUMNS = ["counter", "moisture_pct", "temp_c"]
-START_DELAY_S = 4
-"""The boards wait this long before the first line, so the agent (started right after
-them, ~1-2 s to import on a loaded CI box) has opened every port: lines sent before the
-driver opens a port are discarded by the open and would look lost."""
 
 
 def log_time_ns(line: str) -> int:
@@ -56,6 +60,8 @@ class Rig:
         self.per_sensor = per_sensor
         self.state = tmp / "agent"
         self.records = {f"soil-{i}": tmp / f"sent{i}.jsonl" for i in range(sensors)}
+        self.go = tmp / "go"
+        """The boards' start file: created once the first agent run has opened their ports."""
         self.sims: list[Proc] = []
         self.agent: Proc | None = None
         self.ingest: Proc | None = None
@@ -124,9 +130,11 @@ class Rig:
                     count=self.per_sensor,
                     record=self.records[f"soil-{i}"],
                     seed=10 + i,
+                    # Lines sent before the driver opens a port are discarded by the open
+                    # and would look lost: the boards wait for the agent (start_agent).
                     extra=[
-                        "--start-delay",
-                        str(START_DELAY_S),
+                        "--start-file",
+                        str(self.go),
                         "--drain-timeout",
                         "120",
                         *(extra or []),
@@ -144,6 +152,14 @@ class Rig:
         self.agent = farmtel(
             "agent", ["agent", "run", "--config", str(self.gateway_toml)], self.tmp / "agent.log"
         )
+        if self.sims and not self.go.exists():
+            # The first run: let the boards talk once it has opened every port. (A timeout
+            # here leaves them silent, and wait_sims names it.)
+            threading.Thread(
+                target=release_when_open,
+                args=(self.agent, list(self.records), self.go),
+                daemon=True,
+            ).start()
         return self.agent
 
     def agent_up(self) -> Proc:

@@ -28,6 +28,7 @@ from tests.security.batches import make_batch, signed
 from tests.security.conftest import GatewayCreds, SecureBroker, Session
 from tests.support.procs import (
     farmtel,
+    release_when_open,
     started_text_line_simulator,
     wait_until,
     write_toml,
@@ -182,7 +183,8 @@ def test_agent_keeps_rows_when_the_broker_says_not_authorized(
     b = secure_broker
     creds = b.gateways[0]  # plant-a.gw-1, but configured as plant-b below
     columns = ["counter", "moisture_pct"]
-    sim, link = started_text_line_simulator(tmp_path, columns, rate=50, count=40, start_delay=2)
+    go = tmp_path / "go"
+    sim, link = started_text_line_simulator(tmp_path, columns, rate=50, count=40, start_file=go)
     state = tmp_path / "agent"
     gw = write_toml(
         tmp_path / "gateway.toml",
@@ -216,6 +218,7 @@ def test_agent_keeps_rows_when_the_broker_says_not_authorized(
     )
     agent = farmtel("agent", ["agent", "run", "--config", str(gw)], tmp_path / "agent.log")
     try:
+        release_when_open(agent, ["soil-1"], go)
         wait_until(lambda: not sim.alive(), 30, "the simulator to finish")
         wait_until(
             lambda: agent.output().count("publish refused") >= 2, 20, "refused publishes in the log"

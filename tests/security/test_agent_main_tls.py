@@ -11,6 +11,7 @@ from contract.wire import Batch
 from tests.agent.test_main_openssl import agent_main, mapped_libraries
 from tests.security.conftest import SecureBroker, Session
 from tests.support.procs import (
+    release_when_open,
     started_text_line_simulator,
     wait_until,
     write_toml,
@@ -21,7 +22,8 @@ def test_agent_main_publishes_over_tls(secure_broker: SecureBroker, tmp_path: Pa
     b = secure_broker
     creds = b.gateways[1]
     columns = ["counter", "moisture_pct"]
-    sim, link = started_text_line_simulator(tmp_path, columns, rate=20, count=20, start_delay=2)
+    go = tmp_path / "go"
+    sim, link = started_text_line_simulator(tmp_path, columns, rate=20, count=20, start_file=go)
     gw = write_toml(
         tmp_path / "gateway.toml",
         {
@@ -58,6 +60,7 @@ def test_agent_main_publishes_over_tls(secure_broker: SecureBroker, tmp_path: Pa
     watch.subscribe(telemetry_topic(creds.plantation, creds.gateway))
     agent = agent_main(gw, tmp_path / "agent.log")
     try:
+        release_when_open(agent, ["soil-1"], go)
         wait_until(lambda: watch.messages, 30, "a batch from the agent over TLS")
         libraries = mapped_libraries(agent.pid)
         got = [m.payload for m in watch.messages]

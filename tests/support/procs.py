@@ -127,14 +127,17 @@ def started_text_line_simulator(
     columns: list[str],
     rate: float,
     count: int,
-    start_delay: float,
+    start_delay: float = 0.0,
     link_name: str = "tty-soil",
     extra: list[str] | None = None,
+    start_file: Path | None = None,
 ) -> tuple[Proc, Path]:
     """A :func:`text_line_simulator` whose pty ``folder/link_name`` exists (waited for), with
     its log in ``folder/sim.log`` and the lines it sent in ``folder/sent.jsonl``; the
-    simulator process and the pty's path."""
+    simulator process and the pty's path. With ``start_file`` it sends its first line only
+    once that file exists: see :func:`release_when_open`."""
     link = folder / link_name
+    waits = ["--start-file", str(start_file)] if start_file is not None else []
     sim = text_line_simulator(
         link,
         folder / "sim.log",
@@ -142,10 +145,24 @@ def started_text_line_simulator(
         rate=rate,
         count=count,
         record=folder / "sent.jsonl",
-        extra=["--start-delay", str(start_delay), *(extra or [])],
+        extra=["--start-delay", str(start_delay), *waits, *(extra or [])],
     )
     wait_until(link.exists, 10, "the simulator pty")
     return sim, link
+
+
+def release_when_open(
+    agent: Proc, sensors: Iterable[str], start_file: Path, timeout: float = 60
+) -> None:
+    """Create ``start_file`` once ``agent`` has logged each of ``sensors``' ports open.
+
+    A board's lines sent before the agent opens its port are discarded by the open (a real
+    board's too), so a simulator that starts on a timer loses lines when the agent starts
+    slowly on a loaded box; one that waits for this file does not."""
+    for sensor in sensors:
+        needle = f"sensor port open sensor={sensor} "
+        wait_until(lambda n=needle: n in agent.output(), timeout, f"the agent to open {sensor}")
+    start_file.touch()
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
