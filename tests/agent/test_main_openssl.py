@@ -95,7 +95,7 @@ def test_signed_batches_without_openssl(stack: StackInfo, tmp_path: Path) -> Non
     agent = agent_main(gw, tmp_path / "agent.log")
     try:
         release_when_open(agent, ["soil-1"], go)
-        wait_until(lambda: watch.wait_for(1, 1), 30, "a batch from the agent")
+        wait_until(lambda: watch.received(1, 1), 30, "a batch from the agent")
         libraries = mapped_libraries(agent.pid)
         messages = watch.wait_for(1)
     finally:

@@ -1,6 +1,7 @@
 """``[outbox] send_delay``: a part batch waits (on disk) for more readings, at most that long;
 a full batch and a backlog never wait."""
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,14 +14,20 @@ def _agent(tmp_path: Path, **outbox: Any) -> Agent:
 
 
 def test_a_part_batch_waits_once_the_outbox_is_drained(tmp_path: Path) -> None:
-    agent = _agent(tmp_path, send_delay=1.0)
+    delay = 10.0  # far more than a loaded box may stall between two statements
+    agent = _agent(tmp_path, send_delay=delay)
     try:
         # Before any batch: whatever the outbox holds (a backlog, maybe) goes at once.
         assert agent._note_committed(5) is True
         agent._note_taken(5, 0, 100)  # a short batch: the outbox is drained
+        before = time.monotonic()
         assert agent._note_committed(20) is False  # the committer does not wake the sender
-        assert 0.5 < agent._hold_s() <= 1.0
-        agent._unsent_since -= 1.0  # the oldest waited send_delay
+        hold = agent._hold_s()
+        after = time.monotonic()
+        # send_delay counted from the commit (made between before and after), whatever the
+        # time those two statements took.
+        assert (before + delay) - after <= hold <= delay
+        agent._unsent_since -= delay  # the oldest waited send_delay
         assert agent._hold_s() <= 0
     finally:
         agent.outbox.close()

@@ -218,7 +218,7 @@ def test_broker_frozen_30s_is_noticed_and_loses_nothing(
     private_stack: Stack, tmp_path: Path
 ) -> None:
     """SIGSTOP the broker for 30 s with keepalive 5: the agent must log the disconnect
-    within 2 x keepalive + 2 s, and nothing is lost."""
+    within 2 x keepalive + 4 s, and nothing is lost."""
     info = private_stack.info()
     keepalive = 5
     rig = Rig.on(
@@ -251,8 +251,13 @@ def test_broker_frozen_30s_is_noticed_and_loses_nothing(
     ]
     assert noticed, "the agent never noticed the frozen broker"
     delay = (noticed[0] - frozen_at) / 1e9
-    print(f"broker frozen: agent noticed after {delay:.1f} s (limit {2 * keepalive + 2} s)")
-    assert delay <= 2 * keepalive + 2
+    # paho 2.2 alone may take 2 x (keepalive + 1) s (12 s): _check_keepalive sends the
+    # PINGREQ only once keepalive s pass without bytes in, and drops the connection keepalive
+    # s after that, each checked once per network loop pass (select timeout 1.0 s). The
+    # further 2 s are for scheduling on a loaded box.
+    limit = 2 * keepalive + 4
+    print(f"broker frozen: agent noticed after {delay:.1f} s (limit {limit} s)")
+    assert delay <= limit
     res = rig.reconcile()
     print(f"broker frozen 30 s {res.summary()}")
     res.assert_exactly_once(all_generated=True)

@@ -39,10 +39,25 @@ class TestClient:
         info.wait_for_publish(timeout=timeout)
         return info
 
-    def wait_for(self, count: int, timeout: float = 20) -> list[mqtt.MQTTMessage]:
+    def received(self, count: int, timeout: float) -> list[mqtt.MQTTMessage]:
+        """Wait up to ``timeout`` s for ``count`` messages; return what arrived, maybe fewer.
+
+        For polls (inside ``wait_until``) and for checks that nothing (more) arrives; a test
+        that needs the messages calls :meth:`wait_for`.
+        """
         with self._cond:
             self._cond.wait_for(lambda: len(self.messages) >= count, timeout=timeout)
             return list(self.messages)
+
+    def wait_for(self, count: int, timeout: float = 20) -> list[mqtt.MQTTMessage]:
+        """The messages so far, once there are at least ``count``; fail if ``timeout`` s pass."""
+        msgs = self.received(count, timeout)
+        if len(msgs) < count:
+            raise AssertionError(
+                f"timed out after {timeout:g} s waiting for {count} MQTT message(s): "
+                f"got {len(msgs)} (topics: {sorted({m.topic for m in msgs})})"
+            )
+        return msgs
 
     def close(self) -> None:
         self.client.disconnect()
