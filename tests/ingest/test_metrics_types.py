@@ -10,9 +10,10 @@ from ingest.metrics import ingest_samples
 
 
 def test_seq_holes_is_a_gauge_and_the_counters_are_totals() -> None:
+    counters = {"messages": 7, "seq_holes": 3, "duplicates": 1}
     service = SimpleNamespace(
         config=SimpleNamespace(client_id=lambda: "ingest-1"),
-        counters={"messages": 7, "seq_holes": 3, "duplicates": 1},
+        counters_now=lambda: dict(counters),
         alerts=SimpleNamespace(fired=0, resolved=0),
         inbox=queue.Queue(),
         connected=threading.Event(),
