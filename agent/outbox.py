@@ -963,6 +963,8 @@ class Outbox:
             with self._txn(durable=True) as conn:
                 new_gaps = self._store_drops(conn, self._drops)
                 new_gaps += self._store_unsaved_gaps(conn)
+                # A downtime gap stored here without its mark would be declared again.
+                self._store_alive(conn)
         except sqlite3.Error as again:
             log.error("outbox gap kept in memory until the disk has room error=%s", again)
         else:

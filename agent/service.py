@@ -23,7 +23,7 @@ import orjson
 
 from agent.clock import ClockWatch
 from agent.config import GatewayConfig
-from agent.downtime import ALIVE_EVERY_S, AliveMark, Downtime, clock_state
+from agent.downtime import ALIVE_EVERY_S, AliveMark, ClockSteps, Downtime, clock_state, in_pieces
 from agent.memory import limit_malloc_arenas, release_free_memory
 from agent.metrics import agent_metrics_server
 from agent.outbox import ROW_READINGS, NewReading, Outbox
@@ -124,7 +124,13 @@ class Agent:
                 self.outbox.recovered_from,
             )
         # The outbox's mark of when the agent last ran, against this start (agent/downtime.py).
-        self.downtime = Downtime(self.outbox.last_alive)
+        self.downtime = Downtime(
+            self.outbox.last_alive, outbox_lost=self.outbox.recovered_from is not None
+        )
+        self.clock_steps = ClockSteps()
+        # Marks never go back (agent/downtime.py): the latest mark or committed reading.
+        last = self.outbox.last_alive
+        self._mark_floor = last.ns if last is not None else 0
         self._marked_at = float("-inf")
         self.publisher = Publisher(
             config.mqtt,
@@ -171,24 +177,34 @@ class Agent:
         with self._pending_lock:
             self._pending_gaps.append(gap)
 
-    def _alive_mark(self, stopped: bool = False) -> AliveMark:
+    def _alive_mark(self, readings: Sequence[NewReading] = (), stopped: bool = False) -> AliveMark:
+        """Now, or the latest mark or reading if later (a clock set back): never back."""
         now = time.time_ns()
-        return AliveMark(now, clock_state(now, self.clock.synced()), stopped)
+        newest = max((r.ts for r in readings), default=0)
+        ns = max(now, self._mark_floor, newest)
+        self._mark_floor = ns
+        return AliveMark(ns, clock_state(now, self.clock.synced()), stopped)
 
     def _commit_once(self) -> int:
-        if self.downtime.pending and (down := self.downtime.check()) is not None:
-            self._take_gap(down)
+        found = [self.clock_steps.check()]
+        if self.downtime.pending:
+            found.append(self.downtime.check())
+        for gap in found:
+            for piece in in_pieces(gap) if gap is not None else ():
+                self._take_gap(piece)
         with self._pending_lock:
             readings, self._pending = self._pending, []
             gaps, self._pending_gaps = self._pending_gaps, []
         mono = time.monotonic()
         if not readings and not gaps:
             if mono - self._marked_at >= ALIVE_EVERY_S:
-                self.outbox.mark_alive(self._alive_mark())
+                # Counted as done even if it fails: a failing disk is logged once per
+                # ALIVE_EVERY_S here, not on every pass.
                 self._marked_at = mono
+                self.outbox.mark_alive(self._alive_mark())
             return 0
         # Every commit carries the mark: a downtime declared later starts after it.
-        self.outbox.note_alive(self._alive_mark())
+        self.outbox.note_alive(self._alive_mark(readings))
         self._marked_at = mono
         stored_gaps = 0
         try:
@@ -260,11 +276,12 @@ class Agent:
         # is read once per read_window): commit that too.
         for w in self.workers:
             w.join(timeout=10)
-        self._commit_once()
         try:
+            self._commit_once()
             self.outbox.mark_alive(self._alive_mark(stopped=True))
         except Exception:
-            log.exception("outbox: marking the clean stop failed")
+            # Then the next start reads the last mark stored as a crash: the same gap start.
+            log.exception("outbox: the last commit or the clean-stop mark failed")
 
     # --- MQTT side -------------------------------------------------------------------------
     def _receipt(self, receipt: Receipt) -> None:

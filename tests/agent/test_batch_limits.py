@@ -208,8 +208,12 @@ def test_a_connection_lost_with_batches_in_flight_makes_new_batches_smaller(
                 if n != 400:
                     _receipt(watch, gateway, batch_id)
             time.sleep(0.05)
-        assert sizes[: GROW_AFTER_RECEIPTS - 1] == [200] * (GROW_AFTER_RECEIPTS - 1), sizes
+        # The receipts of the two batches of 400 count in the row: the next two batches hold
+        # 200, and the limit is 400 again once the second of those is receipted. Whether a
+        # third batch of 200 was taken before that receipt arrived is up to the threads.
+        assert sizes[: GROW_AFTER_RECEIPTS - 2] == [200] * (GROW_AFTER_RECEIPTS - 2), sizes
         assert 400 in sizes, sizes
+        assert sizes.index(400) <= GROW_AFTER_RECEIPTS - 1, sizes
         status = orjson.loads(agent.status_payload())
         assert status["outbox"]["batch_limit"] == 400
         # Stopping is not a lost connection, batches in flight or not: here the 400 one

@@ -6,13 +6,14 @@ import re
 import sqlite3
 import time
 from contextlib import closing
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
 
-from agent.downtime import ALIVE_EVERY_S, AliveMark, Downtime, clock_state
+from agent.downtime import ALIVE_EVERY_S, AliveMark, ClockSteps, Downtime, clock_state, in_pieces
 from agent.outbox import NewReading, Outbox
-from contract.wire import ClockQuality
+from contract.wire import ClockQuality, Gap
 from tests.support.agents import make_agent
 
 S = 10**9
@@ -117,34 +118,74 @@ def test_a_restart_in_1970_waits_until_the_clock_is_set(caplog: pytest.LogCaptur
     assert not down.pending
 
 
-def test_a_clock_restored_from_a_file_waits_for_the_kernel_to_report_sync() -> None:
-    """fake-hwclock: the clock restarts from its last save, before the mark. Once the kernel
-    reports sync without a step, the restart still reads before the mark: the clock was
-    ahead before, and nothing is declared."""
+def test_a_clock_restored_behind_the_mark_declares_no_downtime(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """fake-hwclock restored a time saved before the agent last ran: new readings are dated
+    among the earlier ones, so there is no hole to declare at the restart. (The clock step
+    that sets it right is a clock gap: ClockSteps.)"""
     clocks = Clocks(NOW - 100 * S, synced=False)
     down = clocks.downtime(AliveMark(NOW, "unsynced"))
     assert down.check() is None
-    clocks.advance(6)
-    assert down.check() is None and down.pending
-    clocks.advance(6)
-    clocks.synced = True
-    assert down.check() is None
     assert not down.pending
+    assert "reads before the agent last ran" in caplog.text
 
 
-def test_a_clock_restored_from_a_file_and_then_stepped_by_ntp() -> None:
-    clocks = Clocks(NOW - 100 * S, synced=False)
-    down = clocks.downtime(AliveMark(NOW, "unsynced", stopped=True))
-    assert down.check() is None
-    clocks.advance(30)
-    clocks.wall += 7200 * S  # NTP steps the clock two hours on
-    gap = down.check()
+def _steps(clocks: Clocks) -> ClockSteps:
+    return ClockSteps(wall_ns=lambda: clocks.wall, mono_ns=lambda: clocks.mono)
+
+
+def test_a_clock_set_forward_is_a_clock_gap_between_the_old_and_the_new_time() -> None:
+    clocks = Clocks(NOW)
+    steps = _steps(clocks)
+    clocks.advance(0.2)
+    assert steps.check() is None
+    clocks.advance(0.1)
+    clocks.wall += 7200 * S  # NTP, 0.1 s after the last pass
+    clocks.advance(0.1)
+    gap = steps.check()
     assert gap is not None
-    assert (gap.start, gap.end) == (NOW, NOW - 100 * S + 7200 * S)
-    assert gap.detail == (
-        "the agent was not running: it was stopped; clock unsynced at the start, unsynced at "
-        "the end"
-    )
+    # Readings before the step: dated at most the old clock now; after it: at least the
+    # new clock at the previous pass.
+    old_now = NOW + int(0.4 * S)
+    new_at_previous_pass = NOW + 7200 * S + int(0.2 * S)
+    assert (gap.sensor, gap.reason) == (None, "clock")
+    assert (gap.start, gap.end) == (old_now, new_at_previous_pass)
+    assert gap.detail.startswith("the gateway clock was set forward by 7200.0 s")
+    clocks.advance(0.2)
+    assert steps.check() is None  # once
+
+
+def test_drift_a_step_back_and_a_step_out_of_1970_are_no_clock_gaps(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clocks = Clocks(NOW)
+    steps = _steps(clocks)
+    clocks.advance(0.2)
+    clocks.wall += int(1.5 * S)  # within JUMP_TOLERANCE_S
+    assert steps.check() is None
+    clocks.wall -= 60 * S
+    assert steps.check() is None
+    assert "the gateway clock was set back by 60.0 s" in caplog.text
+    clocks = Clocks(OLD)
+    steps = _steps(clocks)
+    clocks.wall = NOW
+    assert steps.check() is None  # the readings before were quarantined, not dated
+
+
+def test_a_long_gap_is_declared_in_pieces_of_a_day() -> None:
+    day = 86_400 * S
+    gap = Gap(start=NOW, end=NOW + 40 * day + S, reason="agent_down", detail="down")
+    pieces = in_pieces(gap)
+    assert len(pieces) == 41
+    assert pieces[0].start == NOW and pieces[-1].end == gap.end
+    assert all(a.end == b.start for a, b in pairwise(pieces))
+    assert all(p.end - p.start <= day for p in pieces)
+    assert pieces[1].detail == "down (part 2 of 41)"
+    assert in_pieces(gap.model_copy(update={"end": NOW + day})) == [
+        gap.model_copy(update={"end": NOW + day})
+    ]
+    assert len(in_pieces(gap.model_copy(update={"end": NOW + 5000 * day}))) == 1000
 
 
 def _reading(ts: int) -> NewReading:
@@ -218,3 +259,37 @@ def test_an_idle_agent_marks_itself_alive_every_few_seconds(tmp_path: Path) -> N
     agent = make_agent(tmp_path)
     assert agent.outbox.last_alive is not None and agent.outbox.last_alive.ns > marks[1]
     agent.outbox.close()
+
+
+def test_a_mark_never_goes_back(tmp_path: Path) -> None:
+    """A clock set back, or readings dated after now (a sensor's last ts + 1): the mark is
+    the latest of now, the previous mark and the newest reading, so a later downtime gap
+    never covers a stored reading."""
+    agent = make_agent(tmp_path)
+    try:
+        ahead = time.time_ns() + 3600 * S
+        agent._take_readings([_reading(ahead)])
+        agent._commit_once()
+        agent._commit_once()
+        assert agent._alive_mark().ns >= ahead
+    finally:
+        agent.outbox.close()
+    again = make_agent(tmp_path)
+    try:
+        assert again.outbox.last_alive is not None
+        assert again.outbox.last_alive.ns == ahead
+        assert again._alive_mark().ns >= ahead
+    finally:
+        again.outbox.close()
+
+
+def test_a_failing_idle_mark_is_tried_once_per_interval(tmp_path: Path) -> None:
+    """Not on every commit pass (0.2 s): the committer logs each failure with a traceback."""
+    agent = make_agent(tmp_path)
+    agent.outbox.close()  # every write now fails
+    with pytest.raises(Exception, match="closed"):
+        agent._commit_once()
+    agent._commit_once()  # within ALIVE_EVERY_S: not tried again
+    agent._marked_at -= ALIVE_EVERY_S
+    with pytest.raises(Exception, match="closed"):
+        agent._commit_once()
