@@ -185,8 +185,18 @@ class Agent:
         self._mark_floor = ns
         return AliveMark(ns, clock_state(now, self.clock.synced()), stopped)
 
+    def _clock_step(self) -> Gap | None:
+        """A forward clock step's gap, from no earlier than the newest mark or reading: a
+        clock restored behind them (fake-hwclock) dated new readings among older ones."""
+        step = self.clock_steps.check()
+        if step is None or step.start >= self._mark_floor:
+            return step
+        if step.end <= self._mark_floor:
+            return None
+        return step.model_copy(update={"start": self._mark_floor})
+
     def _commit_once(self) -> int:
-        found = [self.clock_steps.check()]
+        found = [self._clock_step()]
         if self.downtime.pending:
             found.append(self.downtime.check())
         for gap in found:

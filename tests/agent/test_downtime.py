@@ -293,3 +293,24 @@ def test_a_failing_idle_mark_is_tried_once_per_interval(tmp_path: Path) -> None:
     agent._marked_at -= ALIVE_EVERY_S
     with pytest.raises(Exception, match="closed"):
         agent._commit_once()
+
+
+def test_a_clock_gap_starts_no_earlier_than_the_newest_mark(tmp_path: Path) -> None:
+    """A clock restored 30 min behind the last mark, then set forward an hour: the readings
+    before the restart are dated up to the mark, so the clock gap starts there."""
+    agent = make_agent(tmp_path)
+    try:
+        clocks = Clocks(NOW - 1800 * S)
+        agent.clock_steps = _steps(clocks)
+        agent._mark_floor = NOW
+        clocks.advance(0.2)
+        clocks.wall += 3600 * S
+        gap = agent._clock_step()
+        assert gap is not None
+        assert (gap.start, gap.end) == (NOW, NOW + 1800 * S)
+        clocks.advance(0.2)
+        clocks.wall += 600 * S  # a step that ends before the mark: nothing to declare
+        agent._mark_floor = NOW + 3 * 3600 * S
+        assert agent._clock_step() is None
+    finally:
+        agent.outbox.close()
