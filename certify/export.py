@@ -13,7 +13,9 @@ batch signature can be checked, the few readings of those batches that lie just 
 the period (marked by their time) and every gap they declared. Readings of a batch dated
 outside the period away from its edges (a gateway clock that stepped) are appended last.
 Batch records and gaps are looked for from ``LOOKBACK_NS`` before the period to
-``LOOKAHEAD_NS`` after it (a gateway that was offline sends its backlog late).
+``LOOKAHEAD_NS`` after it (a gateway that was offline sends its backlog late); a chosen
+batch's gaps that start earlier still (the first pieces of a downtime of months) are looked
+up by its batch id.
 
 Memory stays flat: readings stream from InfluxDB a time slice at a time (certify.source),
 formatted a column at a time (certify.columns) into the files, hashed as they are written
@@ -27,6 +29,7 @@ import queue
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -43,6 +46,7 @@ from certify.report import ExportStats, render_html
 from certify.rows import (
     GAP_COLUMNS,
     BatchRow,
+    GapRow,
     ReadingRow,
     batch_json_line,
     csv_line,
@@ -58,6 +62,7 @@ from contract import signing
 from contract.ids import check_ident
 from contract.wire import iso_utc
 from ingest.influx import InfluxQuery
+from ingest.line_protocol import MAX_TIME_NS
 
 LOOKBACK_NS = 31 * 86_400 * 1_000_000_000
 LOOKAHEAD_NS = 31 * 86_400 * 1_000_000_000
@@ -235,6 +240,25 @@ def export_bundle(
         raise
 
 
+def _gaps_before_lookback(
+    client: InfluxQuery, plantation: str, chosen: list[BatchRow], found: list[GapRow]
+) -> list[GapRow]:
+    """The gaps of ``chosen`` batches that start before the lookback (the early pieces of a
+    downtime of months): every gap a batch signed must be in the bundle for its signature
+    to check. Looked up by batch id, only for batches short of their record's count."""
+    have = Counter(g.batch for g in found)
+    keys = {(g.gateway, g.start, g.sensor, g.reason) for g in found}
+    extra: list[GapRow] = []
+    for b in chosen:
+        if b.gaps <= have[b.batch]:
+            continue
+        for g in source.gaps(client, plantation, Span(0, MAX_TIME_NS), batch=b.batch):
+            if (g.gateway, g.start, g.sensor, g.reason) not in keys:
+                keys.add((g.gateway, g.start, g.sensor, g.reason))
+                extra.append(g)
+    return extra
+
+
 def _export(
     client: InfluxQuery,
     plantation: str,
@@ -256,17 +280,18 @@ def _export(
     wide = Span(span.start_ns - LOOKBACK_NS, span.end_ns + LOOKAHEAD_NS)
 
     # Gaps (few) first: the batches that declared a gap in the period belong in the bundle.
-    wide_gaps = list(source.gaps(client, plantation, Span(wide.start_ns, span.end_ns)))
+    # Looked for up to the end of the wide span too: a chosen batch's gaps that start after
+    # the period (the later pieces of a long gap) are signed with it.
+    wide_gaps = list(source.gaps(client, plantation, wide))
     gap_batches = {g.batch for g in wide_gaps if g.overlaps(span.start_ns, span.end_ns)}
     chosen: list[BatchRow] = []
     for b in source.batches(client, plantation, wide):
         if b.meets(bounds.get(b.gateway)) or b.batch in gap_batches:
             chosen.append(b)
     chosen_ids = {b.batch for b in chosen}
-    chosen_gaps = sorted(
-        (g for g in wide_gaps if g.batch in chosen_ids or g.batch in gap_batches),
-        key=lambda g: (g.gateway, g.start, g.sensor),
-    )
+    chosen_gaps = [g for g in wide_gaps if g.batch in chosen_ids or g.batch in gap_batches]
+    chosen_gaps += _gaps_before_lookback(client, plantation, chosen, chosen_gaps)
+    chosen_gaps.sort(key=lambda g: (g.gateway, g.start, g.sensor))
     index = _BatchIndex(chosen)
     held = _quarantined(client, plantation, chosen, index, summary)
 

@@ -430,9 +430,17 @@ def readings(
             )
 
 
-def gaps(client: InfluxQuery, plantation: str, span: Span) -> Iterator[GapRow]:
-    """Gap points whose start lies in ``span``, in time order."""
-    for columns, v in _paged(client, GAP_MEASUREMENT, "plantation = $p", {"p": plantation}, span):
+def gaps(
+    client: InfluxQuery, plantation: str, span: Span, batch: str | None = None
+) -> Iterator[GapRow]:
+    """Gap points whose start lies in ``span`` (of batch ``batch`` only, if given), in time
+    order."""
+    where = "plantation = $p"
+    params: dict[str, str | int | float] = {"p": plantation}
+    if batch is not None:
+        where += ' AND "batch" = $b'
+        params["b"] = batch
+    for columns, v in _paged(client, GAP_MEASUREMENT, where, params, span):
         rec = dict(zip(columns, v, strict=True))
         seq = rec.get("seq")
         yield GapRow(

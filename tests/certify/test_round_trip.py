@@ -335,3 +335,48 @@ def test_an_empty_export_says_so(history: dict[str, object], tmp_path: Path) -> 
         "the bundle is empty: InfluxDB holds no readings and no gaps of plantation 'cert-empty'"
     )
     assert "check --plantation, --from and --to" in warning
+
+
+def test_a_batch_declaring_a_long_downtime_in_pieces_verifies(
+    history: dict[str, object], tmp_path: Path
+) -> None:
+    """The agent declares a downtime of 40 days in day-long pieces (agent/downtime.py), all in
+    the batch sent after it. An export of a week at its end, or of a day inside it, must carry
+    every piece the batch signed: those starting before the 31-day lookback, and those
+    starting after the period."""
+    from agent.downtime import in_pieces
+    from contract import signing
+    from contract.wire import Gap
+
+    day = 86_400 * 10**9
+    plan = GatewayPlan("gw-08", sensors=2)
+    back = START_NS + 40 * day
+    before, after = list(make_batches("cert-down", plan, 40, batch_size=20, signed=False))[:2]
+    late = list(make_batches("cert-down", plan, 20, start_ns=back, batch_size=20, signed=False))
+    down = Gap(
+        start=before.readings[-1].ts + 1,
+        end=back - 1,
+        reason="agent_down",
+        detail="the agent was not running: it was stopped",
+    )
+    pieces = in_pieces(down)
+    assert len(pieces) == 40
+    readings = [r.model_copy(update={"seq": 40 + i}) for i, r in enumerate(late[0].readings)]
+    resumed = late[0].model_copy(update={"batch": "gw-08-b3", "readings": readings, "gaps": pieces})
+    batches = [before, after, resumed]
+    batches = [
+        b.model_copy(update={"sig": signing.sign(plan.key, signing.batch_message("cert-down", b))})
+        for b in batches
+    ]
+    write_batches(str(history["url"]), str(history["database"]), "cert-down", iter(batches))
+    query, org = _query_and_org(history)
+    registry = registry_json("cert-down", [plan])
+    for name, span in (
+        ("last-week", Span(back - 7 * day, back + day)),
+        ("a-day-inside", Span(START_NS + 20 * day, START_NS + 21 * day)),
+    ):
+        export_bundle(query, "cert-down", span, tmp_path / name, org, registry)
+        verdict = verify_bundle(FolderBundle(tmp_path / name), org.public_key())
+        assert verdict.ok, (name, verdict.render())
+        gaps_csv = (tmp_path / name / "data" / "gaps.csv").read_text().splitlines()
+        assert len(gaps_csv) == 1 + 40, name
