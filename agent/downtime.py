@@ -114,7 +114,8 @@ def in_pieces(gap: Gap) -> list[Gap]:
     for i in range(n):
         start = gap.start + i * step
         end = min(gap.end, start + step)
-        detail = f"{gap.detail} (part {i + 1} of {n})"[:500]
+        part = f" (part {i + 1} of {n})"
+        detail = gap.detail[: 500 - len(part)] + part
         out.append(gap.model_copy(update={"start": start, "end": end, "detail": detail}))
     return out
 

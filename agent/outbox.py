@@ -1078,14 +1078,22 @@ class Outbox:
             )
 
     def add_gap(self, gap: Gap) -> None:
-        """Commit one gap durably (e.g. ``sensor_silent`` from the scheduler).
+        """Commit one gap durably (e.g. ``sensor_silent`` from the scheduler): :meth:`add_gaps`."""
+        self.add_gaps([gap])
 
-        If the disk is full the gap is kept in memory and written with the next commit that
-        succeeds (and logged). Raises :class:`OutboxError` on other storage failures.
+    def add_gaps(self, gaps: Sequence[Gap]) -> None:
+        """Commit ``gaps`` durably, all in one transaction (the pieces of a long downtime:
+        a power cut in between must not keep some and lose the rest).
+
+        If the disk is full the gaps are kept in memory and written with the next commit
+        that succeeds (and logged). Raises :class:`OutboxError` on other storage failures;
+        none of them is then stored.
         """
+        if not gaps:
+            return
         with self._lock:
             self._check_open()
-            self._unsaved_gaps.append(gap)
+            self._unsaved_gaps.extend(gaps)
             with self._translate("add_gap"):
                 try:
                     with self._txn(durable=True) as conn:
@@ -1094,12 +1102,14 @@ class Outbox:
                         self._store_alive(conn)
                 except sqlite3.Error as err:
                     if not _is_full(err):
-                        self._unsaved_gaps.pop()
+                        del self._unsaved_gaps[-len(gaps) :]
                         raise
                     log.error(
-                        "outbox disk full, gap kept in memory sensor=%s reason=%s error=%s",
-                        gap.sensor,
-                        gap.reason,
+                        "outbox disk full, %d gap(s) kept in memory sensor=%s reason=%s "
+                        "error=%s",
+                        len(gaps),
+                        gaps[0].sensor,
+                        gaps[0].reason,
                         err,
                     )
                     return

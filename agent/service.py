@@ -131,6 +131,7 @@ class Agent:
         # Marks never go back (agent/downtime.py): the latest mark or committed reading.
         last = self.outbox.last_alive
         self._mark_floor = last.ns if last is not None else 0
+        self._mark_clock = last.clock if last is not None else "invalid"
         self._marked_at = float("-inf")
         self.publisher = Publisher(
             config.mqtt,
@@ -182,8 +183,12 @@ class Agent:
         now = time.time_ns()
         newest = max((r.ts for r in readings), default=0)
         ns = max(now, self._mark_floor, newest)
+        if ns in (now, newest):
+            self._mark_clock = clock_state(now, self.clock.synced())
+        # else: the previous mark stands, with the clock it was read from (a 1970 clock now
+        # must not make a real earlier mark unusable).
         self._mark_floor = ns
-        return AliveMark(ns, clock_state(now, self.clock.synced()), stopped)
+        return AliveMark(ns, self._mark_clock, stopped)
 
     def _clock_step(self) -> Gap | None:
         """A forward clock step's gap, from no earlier than the newest mark or reading: a
@@ -218,10 +223,9 @@ class Agent:
         self._marked_at = mono
         stored_gaps = 0
         try:
-            for gap in gaps:
-                self.outbox.add_gap(gap)
-                stored_gaps += 1
-                self.counters["gaps"] += 1
+            self.outbox.add_gaps(gaps)
+            stored_gaps = len(gaps)
+            self.counters["gaps"] += len(gaps)
             if readings:
                 self.outbox.add(readings)
                 self.counters["readings_in"] += len(readings)

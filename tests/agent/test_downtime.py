@@ -314,3 +314,34 @@ def test_a_clock_gap_starts_no_earlier_than_the_newest_mark(tmp_path: Path) -> N
         assert agent._clock_step() is None
     finally:
         agent.outbox.close()
+
+
+def test_a_mark_kept_from_before_keeps_its_clock(tmp_path: Path) -> None:
+    """A gateway back at 1970 twice before NTP: the real mark of the run before must stay
+    usable, so a mark that is the previous one keeps that one's clock label."""
+    agent = make_agent(tmp_path)
+    try:
+        agent._mark_floor = time.time_ns() + 3600 * S
+        agent._mark_clock = "synced"
+        assert agent._alive_mark() == AliveMark(agent._mark_floor, "synced")
+    finally:
+        agent.outbox.close()
+
+
+def test_pieces_are_stored_in_one_commit_and_keep_distinct_details(tmp_path: Path) -> None:
+    day = 86_400 * S
+    gap = Gap(start=NOW, end=NOW + 3 * day, reason="agent_down", detail="x" * 495)
+    pieces = in_pieces(gap)
+    assert len({p.detail for p in pieces}) == 3
+    assert all(len(p.detail) <= 500 and p.detail.endswith(f"of {len(pieces)})") for p in pieces)
+    box = Outbox(tmp_path / "outbox.sqlite", "gw-1")
+    try:
+        box.note_alive(AliveMark(NOW + 3 * day, "synced"))
+        box.add_gaps(pieces)
+        _, stored = box.next_batch("b-1", 100)
+        assert [(g.start, g.end) for g in stored] == [(p.start, p.end) for p in pieces]
+    finally:
+        box.close()
+    again = Outbox(tmp_path / "outbox.sqlite", "gw-1")
+    assert again.last_alive == AliveMark(NOW + 3 * day, "synced")
+    again.close()
