@@ -88,7 +88,9 @@ class Publisher:
         self.client.loop_start()
 
     def stop(self, final_status: bytes | None = None) -> None:
-        if final_status is not None and self.connected.is_set():
+        # Also between CONNACK and SUBACK: a clean DISCONNECT does not send the will, so
+        # without this the retained status would stay "online".
+        if final_status is not None and (self.connected.is_set() or self._session_up):
             info = self.client.publish(self.status, final_status, qos=1, retain=True)
             with contextlib.suppress(RuntimeError, ValueError):
                 info.wait_for_publish(timeout=3)
