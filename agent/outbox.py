@@ -1105,8 +1105,7 @@ class Outbox:
                         del self._unsaved_gaps[-len(gaps) :]
                         raise
                     log.error(
-                        "outbox disk full, %d gap(s) kept in memory sensor=%s reason=%s "
-                        "error=%s",
+                        "outbox disk full, %d gap(s) kept in memory sensor=%s reason=%s error=%s",
                         len(gaps),
                         gaps[0].sensor,
                         gaps[0].reason,
