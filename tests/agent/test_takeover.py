@@ -14,7 +14,7 @@ from contract.settings import MqttSettings
 from devstack import StackInfo
 from ingest.status import Thresholds, assess
 from tests.support.agents import make_agent
-from tests.support.mqtt import TestClient
+from tests.support.mqtt import QueuedSubscribe, TestClient, suback
 
 
 def test_a_client_id_taken_again_and_again_is_named(tmp_path: Path, stack: StackInfo) -> None:
@@ -78,35 +78,20 @@ def test_why_the_connection_was_lost_is_set_before_connected_is_cleared() -> Non
     assert all(error == "disconnected: Unspecified error" for error, _ in watcher.seen)
 
 
-class _Subscribing:
-    """paho's client as far as _connected uses it: SUBSCRIBE is queued, not answered."""
-
-    def __init__(self) -> None:
-        self.subscribed: list[object] = []
-
-    def subscribe(self, topic: object, qos: int = 0) -> tuple[int, int]:
-        self.subscribed.append(topic)
-        return (mqtt.MQTT_ERR_SUCCESS, 41)
-
-
-def _suback(*codes: int) -> list[mqtt.ReasonCode]:
-    return [mqtt.ReasonCode(mqtt.PacketTypes.SUBACK, identifier=c) for c in codes]
-
-
 def test_the_agent_is_connected_only_once_its_receipts_subscription_is_answered() -> None:
     """Until the SUBACK, a receipt for a batch published now could be dropped by the broker
     (a session the broker no longer has): `connected` gates publishing."""
     publisher = Publisher(
         MqttSettings(), "farmtel-agent-p-gw", "p", "gw", lambda _r: None, lambda _b, _e: None
     )
-    client = _Subscribing()
+    client = QueuedSubscribe(41)
     ok = mqtt.ReasonCode(mqtt.PacketTypes.CONNACK, identifier=0)
     publisher._connected(client, None, None, ok)  # type: ignore[arg-type]
     assert client.subscribed == [publisher.receipts]
     assert not publisher.connected.is_set()
-    publisher._subscribed(client, None, 40, _suback(1))  # type: ignore[arg-type]
+    publisher._subscribed(client, None, 40, suback(1))  # type: ignore[arg-type]
     assert not publisher.connected.is_set()  # another SUBSCRIBE's answer
-    publisher._subscribed(client, None, 41, _suback(1))  # type: ignore[arg-type]
+    publisher._subscribed(client, None, 41, suback(1))  # type: ignore[arg-type]
     assert publisher.connected.is_set()
     assert publisher.last_error == ""
 
@@ -115,10 +100,10 @@ def test_a_refused_receipts_subscription_is_named() -> None:
     publisher = Publisher(
         MqttSettings(), "farmtel-agent-p-gw", "p", "gw", lambda _r: None, lambda _b, _e: None
     )
-    client = _Subscribing()
+    client = QueuedSubscribe(41)
     ok = mqtt.ReasonCode(mqtt.PacketTypes.CONNACK, identifier=0)
     publisher._connected(client, None, None, ok)  # type: ignore[arg-type]
-    publisher._subscribed(client, None, 41, _suback(135))  # type: ignore[arg-type]
+    publisher._subscribed(client, None, 41, suback(135))  # type: ignore[arg-type]
     assert publisher.connected.is_set()
     assert publisher.last_error == (
         "broker refused the receipts subscription farmtel/v1/p/gw/receipt: Not authorized; "

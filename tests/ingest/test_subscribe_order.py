@@ -10,21 +10,7 @@ import pytest
 
 from ingest.config import IngestConfig
 from ingest.service import Ingest
-
-
-class _Subscribing:
-    """paho's client as far as _connected uses it: SUBSCRIBE is queued, not answered."""
-
-    def __init__(self) -> None:
-        self.subscribed: list[object] = []
-
-    def subscribe(self, topics: object, qos: int = 0) -> tuple[int, int]:
-        self.subscribed.append(topics)
-        return (mqtt.MQTT_ERR_SUCCESS, 9)
-
-
-def _suback(*codes: int) -> list[mqtt.ReasonCode]:
-    return [mqtt.ReasonCode(mqtt.PacketTypes.SUBACK, identifier=c) for c in codes]
+from tests.support.mqtt import QueuedSubscribe, suback
 
 
 def test_connected_waits_for_the_suback_and_names_a_refused_topic(
@@ -35,7 +21,7 @@ def test_connected_waits_for_the_suback_and_names_a_refused_topic(
     )
     ingest = Ingest(config)
     caplog.set_level(logging.INFO, logger="ingest.service")
-    client = _Subscribing()
+    client = QueuedSubscribe(9)
     ok = mqtt.ReasonCode(mqtt.PacketTypes.CONNACK, identifier=0)
     ingest._connected(client, None, None, ok)  # type: ignore[arg-type]
     assert len(client.subscribed) == 1  # one SUBSCRIBE for the three topics
@@ -44,9 +30,9 @@ def test_connected_waits_for_the_suback_and_names_a_refused_topic(
     assert len(topics) == 3
     assert not ingest.connected.is_set()
     assert "mqtt connected" not in caplog.text
-    ingest._subscribed(client, None, 8, _suback(1, 0, 0))  # type: ignore[arg-type]
+    ingest._subscribed(client, None, 8, suback(1, 0, 0))  # type: ignore[arg-type]
     assert not ingest.connected.is_set()  # not our SUBSCRIBE
-    ingest._subscribed(client, None, 9, _suback(1, 135, 0))  # type: ignore[arg-type]
+    ingest._subscribed(client, None, 9, suback(1, 135, 0))  # type: ignore[arg-type]
     assert ingest.connected.is_set()
     assert f"mqtt broker refused the subscription {topics[1]}: Not authorized" in caplog.text
     assert "mqtt connected" in caplog.text

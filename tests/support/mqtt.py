@@ -62,3 +62,21 @@ class TestClient:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+class QueuedSubscribe:
+    """paho's client as far as an ``on_connect`` callback uses it: ``subscribe`` queues the
+    SUBSCRIBE (recorded in :attr:`subscribed`) and returns ``mid``; no SUBACK comes."""
+
+    def __init__(self, mid: int) -> None:
+        self.mid = mid
+        self.subscribed: list[object] = []
+
+    def subscribe(self, topics: object, qos: int = 0) -> tuple[int, int]:
+        self.subscribed.append(topics)
+        return (mqtt.MQTT_ERR_SUCCESS, self.mid)
+
+
+def suback(*codes: int) -> list[mqtt.ReasonCode]:
+    """A SUBACK's reason codes (1: granted QoS 1, 135: not authorized, ...)."""
+    return [mqtt.ReasonCode(mqtt.PacketTypes.SUBACK, identifier=c) for c in codes]
