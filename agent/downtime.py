@@ -48,8 +48,6 @@ ALIVE_EVERY_S = 10.0
 """When nothing is committed, the agent still marks itself alive this often (seconds)."""
 MIN_DOWN_S = 1.0
 """A shorter downtime is logged only: it is within the clock's and the marks' precision."""
-SYNC_PROBE_S = 5.0
-"""How often a pending downtime asks the kernel whether the clock is synchronised."""
 PIECE_NS = 86_400 * 10**9
 """A declared gap longer than this is cut into pieces this long (see :func:`in_pieces`)."""
 MAX_PIECES = 1000
@@ -142,10 +140,8 @@ class Downtime:
         self._wall_ns = wall_ns
         self._mono_ns = mono_ns
         self._synced = synced
-        self._last_probe: bool | None = None
         self.started_wall = wall_ns()
         self._started_mono = mono_ns()
-        self._next_probe = 0
         self._said_waiting = False
         self.pending = True
 
@@ -176,7 +172,7 @@ class Downtime:
         if start >= _BUILD_EPOCH_NS:
             self.pending = False
             if start > last.ns:
-                return self._declare(start, clock_state(start, self._probe(self._mono_ns())))
+                return self._declare(start, clock_state(start, self._synced()))
             log.warning(
                 "the clock at this start (%s) reads before the agent last ran (%s): a clock "
                 "restored from a file (fake-hwclock) or set back. New readings are dated "
@@ -201,7 +197,7 @@ class Downtime:
                     _utc(last.ns),
                 )
                 return None
-            return self._declare(start_now, clock_state(wall, self._probe(mono)))
+            return self._declare(start_now, clock_state(wall, self._synced()))
         if not self._said_waiting:
             self._said_waiting = True
             log.warning(
@@ -211,13 +207,6 @@ class Downtime:
                 _utc(start),
             )
         return None
-
-    def _probe(self, mono: int) -> bool | None:
-        """The kernel's sync state, asked at most every :data:`SYNC_PROBE_S`."""
-        if mono >= self._next_probe:
-            self._next_probe = mono + int(SYNC_PROBE_S * 1e9)
-            self._last_probe = self._synced()
-        return self._last_probe
 
     def _declare(self, end: int, end_clock: str) -> Gap | None:
         last = self.last

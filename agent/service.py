@@ -125,7 +125,9 @@ class Agent:
             )
         # The outbox's mark of when the agent last ran, against this start (agent/downtime.py).
         self.downtime = Downtime(
-            self.outbox.last_alive, outbox_lost=self.outbox.recovered_from is not None
+            self.outbox.last_alive,
+            outbox_lost=self.outbox.recovered_from is not None,
+            synced=self.clock.synced,
         )
         self.clock_steps = ClockSteps()
         # Marks never go back (agent/downtime.py): the latest mark or committed reading.
