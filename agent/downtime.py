@@ -88,20 +88,23 @@ class AliveMark:
     def decode(cls, text: object) -> "AliveMark":
         """Parse :meth:`encode`'s text; ValueError names what is wrong."""
         parts = str(text).split()
-        if len(parts) != 3:
+        if not (
+            len(parts) == 3
+            and parts[0].isdigit()
+            and parts[1] in CLOCK_STATES
+            and parts[2] in ("running", "stopped")
+        ):
             raise ValueError(f"expected '<ns> <clock> <running|stopped>', got {text!r:.80}")
         ns, clock, how = parts
-        if not ns.isdigit() or clock not in CLOCK_STATES or how not in ("running", "stopped"):
-            raise ValueError(f"expected '<ns> <clock> <running|stopped>', got {text!r:.80}")
         return cls(int(ns), clock, how == "stopped")
 
 
 def in_pieces(gap: Gap) -> list[Gap]:
     """``gap`` cut into pieces of :data:`PIECE_NS` (at most :data:`MAX_PIECES`).
 
-    Exports and ``farmtel query gaps`` look gaps up by their start, within 31 days before
-    the period asked for: a gap of months would drop out of them. Each piece keeps the
-    reason, and its detail says which part it is.
+    ``farmtel query gaps`` and an export's search for gaps in a period go by a gap's start:
+    a gap of months would drop out of a later period's. Each piece keeps the reason, and
+    its detail says which part it is.
     """
     span = gap.end - gap.start
     if span <= PIECE_NS:

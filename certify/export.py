@@ -246,15 +246,19 @@ def _gaps_before_lookback(
     """The gaps of ``chosen`` batches that start before the lookback (the early pieces of a
     downtime of months): every gap a batch signed must be in the bundle for its signature
     to check. Looked up by batch id, only for batches short of their record's count."""
+
+    def key(g: GapRow) -> tuple[str, int, str, str]:
+        return (g.gateway, g.start, g.sensor, g.reason)  # a gap point's series and time
+
     have = Counter(g.batch for g in found)
-    keys = {(g.gateway, g.start, g.sensor, g.reason) for g in found}
+    keys = set(map(key, found))
     extra: list[GapRow] = []
     for b in chosen:
         if b.gaps <= have[b.batch]:
             continue
         for g in source.gaps(client, plantation, Span(0, MAX_TIME_NS), batch=b.batch):
-            if (g.gateway, g.start, g.sensor, g.reason) not in keys:
-                keys.add((g.gateway, g.start, g.sensor, g.reason))
+            if key(g) not in keys:
+                keys.add(key(g))
                 extra.append(g)
     return extra
 
