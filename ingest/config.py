@@ -35,7 +35,8 @@ class IngestSection(Strict):
     receive_maximum: Annotated[int, Field(ge=1, le=65_535)] = 200
     """Unacknowledged messages the broker may hand us at once; bounds ingest memory."""
     write_max_readings: Annotated[int, Field(ge=1, le=100_000)] = 10_000
-    """Readings gathered into one InfluxDB write at most."""
+    """Lines (readings, and their batches' gap and batch records) gathered into one InfluxDB
+    write at most; a batch with more is written alone. Counted as decoded, not estimated."""
     write_max_wait: Annotated[float, Field(gt=0, le=10)] = 0.1
     """Seconds to wait for more messages before writing what is gathered."""
     write_concurrency: Annotated[int, Field(ge=1, le=8)] = 2

@@ -172,6 +172,9 @@ class Ingest:
         """Messages paho handed over so far (its network thread counts them)."""
         self._tickets = 0
         """Groups handed to the writers so far (the decoder thread counts them)."""
+        self._carry: Decoded | None = None
+        """A decoded message that would have passed the last group's budget: it begins the
+        next group (the decoder thread's)."""
         self._turn = 0
         """The ticket whose acks and receipts go out next."""
         self._turn_changed = threading.Condition()
@@ -278,25 +281,45 @@ class Ingest:
         )
 
     # decoder thread --------------------------------------------------------------------------
-    def _gather(self) -> list[Inbound]:
-        try:
-            first = self.inbox.get(timeout=0.5)
-        except queue.Empty:
-            return []
-        msgs = [first]
+    def _gather(self) -> tuple[list[Inbound], list[Decoded | None]]:
+        """The next group to write: messages in the order they came, each decoded (None:
+        dead-lettered).
+
+        It takes messages until their lines (readings, gaps, the batch records) reach
+        ``write_max_readings`` or ``write_max_wait`` has passed since the group began. A
+        message whose lines would pass the budget begins the next group instead, so a write
+        holds at most ``write_max_readings`` lines unless one batch alone has more.
+        """
+        msgs: list[Inbound] = []
+        results: list[Decoded | None] = []
+        size = 0
         budget = self.config.ingest.write_max_readings
+        carried, self._carry = self._carry, None
+        if carried is not None:
+            msgs.append(carried.msg)
+            results.append(carried)
+            size = len(carried.lines)
         deadline = time.monotonic() + self.config.ingest.write_max_wait
-        # A payload of n bytes holds at most n/60 readings; close enough to cap one write.
-        size = len(first.payload) // 60
         while size < budget:
             left = deadline - time.monotonic()
             try:
-                msg = self.inbox.get(timeout=left) if left > 0 else self.inbox.get_nowait()
+                if not msgs:
+                    msg = self.inbox.get(timeout=0.5)
+                    deadline = time.monotonic() + self.config.ingest.write_max_wait
+                else:
+                    msg = self.inbox.get(timeout=left) if left > 0 else self.inbox.get_nowait()
             except queue.Empty:
                 break
+            self.counters["messages"] += 1
+            decoded = self._decode(msg)
+            lines = 0 if decoded is None else len(decoded.lines)
+            if msgs and size + lines > budget:
+                self._carry = decoded  # not None: a dead letter has no lines
+                break
             msgs.append(msg)
-            size += len(msg.payload) // 60
-        return msgs
+            results.append(decoded)
+            size += lines
+        return msgs, results
 
     def _decode(self, msg: Inbound) -> Decoded | None:
         try:
@@ -375,11 +398,9 @@ class Ingest:
 
     def _work(self) -> None:
         while not self.stop_event.is_set():
-            msgs = self._gather()
+            msgs, results = self._gather()
             if not msgs:
                 continue
-            self.counters["messages"] += len(msgs)
-            results = list(map(self._decode, msgs))
             decoded = [d for d in results if d is not None]
             dead = [m for m, d in zip(msgs, results, strict=True) if d is None]
             while (decoded or dead) and not self.stop_event.is_set():

@@ -1,0 +1,121 @@
+"""How the ingest's decoder groups messages into InfluxDB writes (``Ingest._gather``).
+
+A write holds at most ``[ingest] write_max_readings`` lines, counted on the decoded batches
+(it used to be estimated from payload bytes, which made writes ~3x smaller than the budget
+for the agent's batches: docs/performance.md, ninth round). A batch that would pass the
+budget begins the next group; a batch bigger than the budget is written alone; dead letters
+keep their place. No InfluxDB or broker here: the groups are read straight from
+``_gather``, so nothing is written and nothing is acked.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from contract import Batch, Reading, encode_batch, telemetry_topic
+from ingest.config import IngestConfig
+from ingest.service import Inbound, Ingest
+
+P, G = "hlj-gather-001", "gw-gather"
+
+
+class _NoWriter:
+    def write(self, lines: bytes) -> None:
+        raise AssertionError("_gather must not write")
+
+    def close(self) -> None:
+        pass
+
+
+def _payload(batch_no: int, readings: int) -> bytes:
+    now = time.time_ns()
+    return encode_batch(
+        Batch(
+            gateway=G,
+            boot="b",
+            batch=f"b{batch_no}",
+            sent=now,
+            readings=[
+                Reading(
+                    sensor=f"s-{i % 5}",
+                    field="north",
+                    kind="soil",
+                    ts=now - 10**9 + i,
+                    clock="synced",
+                    seq=batch_no * 100_000 + i,
+                    values={"moisture_pct": 31.5, "temp_c": 12.25},
+                )
+                for i in range(readings)
+            ],
+        )
+    )
+
+
+def _ingest(tmp_path: Path, budget: int) -> Ingest:
+    config = IngestConfig.model_validate(
+        {
+            "ingest": {
+                "state_dir": str(tmp_path / "ingest"),
+                "write_max_readings": budget,
+                "write_max_wait": 0.05,
+            }
+        }
+    )
+    ingest = Ingest(config, writer=_NoWriter())  # type: ignore[arg-type]
+    ingest.client.publish = lambda *a, **k: None  # type: ignore[method-assign,assignment]
+    return ingest
+
+
+def _queue(ingest: Ingest, payloads: list[bytes]) -> None:
+    for n, payload in enumerate(payloads):
+        ingest.inbox.put(Inbound(n + 1, 1, telemetry_topic(P, G), payload, n))
+
+
+def _groups(ingest: Ingest) -> list[list[tuple[int, int]]]:
+    """Every group until the inbox is empty, as (arrival, lines or -1 for a dead letter)."""
+    groups = []
+    while True:
+        msgs, results = ingest._gather()
+        if not msgs:
+            return groups
+        assert [m.arrival for m in msgs] == [
+            m.arrival if d is None else d.msg.arrival for m, d in zip(msgs, results, strict=True)
+        ]
+        groups.append(
+            [
+                (m.arrival, -1 if d is None else len(d.lines))
+                for m, d in zip(msgs, results, strict=True)
+            ]
+        )
+
+
+def test_a_write_is_filled_to_the_budget_counted_in_lines(tmp_path: Path) -> None:
+    # 200 readings + 1 batch record = 201 lines a message; 1,000 lines take 4 of them.
+    ingest = _ingest(tmp_path, budget=1_000)
+    _queue(ingest, [_payload(n, 200) for n in range(10)])
+    groups = _groups(ingest)
+    assert [len(g) for g in groups] == [4, 4, 2]
+    assert all(sum(lines for _, lines in g) <= 1_000 for g in groups)
+    # Every message once, in the order it came, the one carried over included.
+    assert [a for g in groups for a, _ in g] == list(range(10))
+    assert ingest.counters["messages"] == 10
+
+
+def test_a_batch_bigger_than_the_budget_is_written_alone(tmp_path: Path) -> None:
+    ingest = _ingest(tmp_path, budget=100)
+    _queue(ingest, [_payload(0, 10), _payload(1, 300), _payload(2, 10), _payload(3, 10)])
+    assert _groups(ingest) == [[(0, 11)], [(1, 301)], [(2, 11), (3, 11)]]
+
+
+def test_dead_letters_keep_their_place_and_take_no_budget(tmp_path: Path) -> None:
+    ingest = _ingest(tmp_path, budget=500)
+    _queue(ingest, [_payload(0, 200), b"not json", _payload(1, 200), b"{}", _payload(2, 200)])
+    assert _groups(ingest) == [[(0, 201), (1, -1), (2, 201), (3, -1)], [(4, 201)]]
+    assert ingest.counters["messages"] == 5
+    assert ingest.counters["dead_letters"] == 2
+
+
+def test_an_empty_inbox_gives_no_group(tmp_path: Path) -> None:
+    ingest = _ingest(tmp_path, budget=500)
+    assert ingest._gather() == ([], [])
