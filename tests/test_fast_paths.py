@@ -407,6 +407,14 @@ def test_plain_path_leaves_every_doubtful_batch_to_the_reference_path(
         pytest.fail(f"{path}={value!r} was taken; it should be left to pydantic")
 
 
+def test_plain_path_leaves_a_reading_with_eight_keys_but_one_misnamed() -> None:
+    doc = orjson.loads(orjson.dumps(_GOOD))
+    reading = doc["readings"][0]
+    reading["calibration"] = reading.pop("cal")  # still eight keys
+    assert len(reading) == 8
+    assert plain_batch_lines("hlj-001", "gw-1", orjson.dumps(doc), 0, 2**62) is None
+
+
 _THREE = orjson.loads(
     encode_batch(
         Batch(
