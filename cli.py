@@ -355,6 +355,20 @@ def sensors_drivers() -> None:
         typer.echo("")
 
 
+def _driver_options(items: list[str] | None) -> dict[str, str]:
+    """The ``--option key=value`` pairs as a dict; exit 2 naming a malformed or repeated one."""
+    options: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            fail(f"--option {item!r} must look like key=value", 2)
+        if key in options:
+            fail(f"--option {key!r} is given twice ({options[key]!r} and {value.strip()!r})", 2)
+        options[key] = value.strip()
+    return options
+
+
 @sensors_app.command("read")
 def sensors_read(
     driver: Annotated[
@@ -367,7 +381,10 @@ def sensors_read(
     option: Annotated[
         list[str] | None,
         typer.Option(
-            "--option", "-o", help="Driver option key=value; repeatable.", show_default=False
+            "--option",
+            "-o",
+            help="Driver option key=value; repeatable, each key once.",
+            show_default=False,
         ),
     ] = None,
     count: Annotated[int, typer.Option(min=1, help="Readings to print before stopping.")] = 1,
@@ -380,12 +397,7 @@ def sensors_read(
     from sensors.base import SensorError
     from sensors.commands import read_device
 
-    options: dict[str, str] = {}
-    for item in option or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            fail(f"--option {item!r} must look like key=value", 2)
-        options[key.strip()] = value.strip()
+    options = _driver_options(option)
     got = 0
     try:
         for sample in read_device(driver, port, options, count, timeout):
@@ -418,7 +430,7 @@ def sensors_scan(
         typer.Option(
             "--option",
             "-o",
-            help="Driver option key=value, e.g. addresses=1-16; repeatable.",
+            help="Driver option key=value, e.g. addresses=1-16; repeatable, each key once.",
             show_default=False,
         ),
     ] = None,
@@ -430,12 +442,7 @@ def sensors_scan(
     from sensors.base import ScanNotSupported, SensorError
     from sensors.commands import scan_bus
 
-    options: dict[str, str] = {}
-    for item in option or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            fail(f"--option {item!r} must look like key=value", 2)
-        options[key.strip()] = value.strip()
+    options = _driver_options(option)
     found = 0
     try:
         for device in scan_bus(driver, port, options, lambda m: typer.echo(m, err=True)):

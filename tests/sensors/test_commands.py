@@ -137,3 +137,26 @@ def test_a_malformed_limits_table_is_one_problem() -> None:
     with pytest.raises(ConfigError) as info:
         build_config("text_line", "/dev/ttyUSB0", {"columns": "temp_c", "limits": "temp_c:5"})
     assert [key for key, _ in info.value.problems] == ["limits.temp_c"]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["-o", "columns=a_c", "-o", "columns=b_pct"], "'columns' is given twice"),
+        (["-o", "=a_c"], "must look like key=value"),
+        (["-o", "columns"], "must look like key=value"),
+    ],
+)
+def test_read_refuses_a_malformed_or_repeated_option(
+    tmp_path: Path, options: list[str], message: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    port = str(tmp_path / "ttyUSB0")
+    result = CliRunner().invoke(
+        app, ["sensors", "read", "--driver", "text_line", "--port", port, *options]
+    )
+    assert result.exit_code == 2, result.output
+    assert message in result.output

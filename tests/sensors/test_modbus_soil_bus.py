@@ -220,6 +220,7 @@ def test_scan_finds_slave_ids_3_and_7(tmp_path: Path) -> None:
         (["--driver", "text_line"], 2, "cannot scan"),
         (["--driver", "nope"], 2, "not known"),
         (["--driver", "modbus_soil", "--option", "noequals"], 2, "key=value"),
+        (["--driver", "modbus_soil", "-o", "addresses=1-2", "-o", "addresses=3"], 2, "twice"),
         (["--driver", "modbus_soil"], 1, "cannot open port"),
     ],
 )
