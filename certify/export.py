@@ -479,6 +479,7 @@ def _export(
             "Farmtel-Readings": str(stats.readings),
             "Farmtel-Batches": str(len(chosen)),
             "Farmtel-Gaps": str(len(chosen_gaps)),
+            "Farmtel-Quarantined": str(len(held)),
             "Farmtel-Org-Key-Id": org_kid,
         },
         org_key,

@@ -73,6 +73,7 @@ def test_round_trip_through_the_cli(history: dict[str, object], tmp_path: Path) 
         "data/quarantined.jsonl",
     } == names
     assert (out / "data/quarantined.jsonl").read_bytes() == b""  # nothing was quarantined
+    assert "Farmtel-Quarantined: 0\n" in (out / "bag-info.txt").read_text()
 
     pinned = runner.invoke(cli.app, ["verify", str(out), "--pubkey", str(history["pub"])])
     assert pinned.exit_code == 0, pinned.output
@@ -263,6 +264,7 @@ def test_quarantined_readings_are_exported_and_verify(
     assert (record["readings"], record["quarantined"]) == (10, 1)
     assert (record["first_seq"], record["last_seq"]) == (rs[0].seq, rs[-1].seq)
     assert "data/quarantined.jsonl" in (out / "manifest-sha256.txt").read_text()
+    assert "Farmtel-Quarantined: 1\n" in (out / "bag-info.txt").read_text()
     report = (out / "data/report.html").read_text()
     assert "Quarantined readings (not data)" in report and "19 readings" in report
     completeness = (out / "data/completeness.csv").read_text().splitlines()[1:]

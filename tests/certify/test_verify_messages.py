@@ -130,6 +130,17 @@ def test_the_valid_verdict_names_plantation_period_and_seq_ranges(built: Built) 
         ("Farmtel-Gaps", "0", "bag-info.txt Farmtel-Gaps is 0, but data/gaps.csv holds 2 gaps"),
         ("Farmtel-Gaps", "two", "bag-info.txt Farmtel-Gaps is 'two', not a whole number"),
         (
+            "Farmtel-Quarantined",
+            "3",
+            "bag-info.txt Farmtel-Quarantined is 3, but data/quarantined.jsonl holds 0 "
+            "quarantined readings",
+        ),
+        (
+            "Farmtel-Quarantined",
+            "-1",
+            "bag-info.txt Farmtel-Quarantined is '-1', not a whole number",
+        ),
+        (
             "Farmtel-Period-End",
             "tomorrow",
             "bag-info.txt Farmtel-Period-End is 'tomorrow', not a time as export writes it "
@@ -152,6 +163,15 @@ def test_a_resealed_bag_info_field_is_checked(
 ) -> None:
     files = reseal(_bag_info(built.memory().files, field, value), built.org_key)
     assert _verdict(built, files).failures == [failure]
+
+
+def test_a_bundle_from_before_farmtel_quarantined_still_verifies(built: Built) -> None:
+    """Exports before the field was written have no Farmtel-Quarantined line: not a failure."""
+    files = built.memory().files
+    info = re.sub(rb"^Farmtel-Quarantined: .*\n", b"", files["bag-info.txt"], flags=re.M)
+    assert info != files["bag-info.txt"]
+    old = reseal({**files, "bag-info.txt": info}, built.org_key)
+    assert _verdict(built, old).failures == []
 
 
 def test_readings_before_the_period_that_no_edge_batch_explains(built: Built) -> None:
