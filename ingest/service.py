@@ -63,6 +63,9 @@ from ingest.sequence import SequenceTracker
 
 log = logging.getLogger(__name__)
 
+HAND_OVER_ON_STOP_S = 5.0
+"""Seconds the decoder still waits, once stopping, to hand its last group to the writers
+(:meth:`Ingest.stop` waits 15 s for it)."""
 GC_THRESHOLD0 = 20_000
 """Allocations between young-generation collections (Python's default: 700)."""
 
@@ -300,15 +303,19 @@ class Ingest:
             results.append(carried)
             size = len(carried.lines)
         deadline = time.monotonic() + self.config.ingest.write_max_wait
-        while size < budget:
+        while size < budget and not self.stop_event.is_set():
             left = deadline - time.monotonic()
             try:
                 if not msgs:
                     msg = self.inbox.get(timeout=0.5)
                     deadline = time.monotonic() + self.config.ingest.write_max_wait
+                elif left > 0:  # in slices, so that a stop ends the wait
+                    msg = self.inbox.get(timeout=min(left, 0.5))
                 else:
-                    msg = self.inbox.get(timeout=left) if left > 0 else self.inbox.get_nowait()
+                    msg = self.inbox.get_nowait()
             except queue.Empty:
+                if msgs and deadline > time.monotonic():
+                    continue
                 break
             self.counters["messages"] += 1
             decoded = self._decode(msg)
@@ -403,14 +410,30 @@ class Ingest:
                 continue
             decoded = [d for d in results if d is not None]
             dead = [m for m, d in zip(msgs, results, strict=True) if d is None]
-            while (decoded or dead) and not self.stop_event.is_set():
-                try:
-                    self._decoded.put((self._tickets, decoded, dead), timeout=0.5)
-                    self._tickets += 1
-                    break
-                except queue.Full:  # the writers are still busy (or InfluxDB is down)
+            self._hand_over(decoded, dead)
+
+    def _hand_over(self, decoded: list[Decoded], dead: list[Inbound]) -> None:
+        """Queue a decoded group for the writers, waiting while they are busy.
+
+        A group decoded when the ingest is told to stop is still handed over, for up to
+        :data:`HAND_OVER_ON_STOP_S`: its dead letters are then acked (redelivered after a
+        restart, they would be dead-lettered and receipted twice) and its batches stored if
+        InfluxDB takes them at once. Past that it is dropped unacked, and the broker
+        redelivers it after the restart.
+        """
+        give_up: float | None = None
+        while decoded or dead:
+            try:
+                self._decoded.put((self._tickets, decoded, dead), timeout=0.5)
+                self._tickets += 1
+                return
+            except queue.Full:  # the writers are still busy (or InfluxDB is down)
+                if not self.stop_event.is_set():
                     continue
-            # Not handed over when stopping: not acked, so the broker redelivers them.
+                if give_up is None:
+                    give_up = time.monotonic() + HAND_OVER_ON_STOP_S
+                elif time.monotonic() >= give_up:
+                    return
 
     # writer threads ----------------------------------------------------------------------------
     def _write_loop(self) -> None:

@@ -13,8 +13,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from contract import Batch, Reading, encode_batch, telemetry_topic
 from ingest.config import IngestConfig
+from ingest.influx import InfluxUnavailable
 from ingest.service import Inbound, Ingest
 
 P, G = "hlj-gather-001", "gw-gather"
@@ -52,13 +55,13 @@ def _payload(batch_no: int, readings: int) -> bytes:
     )
 
 
-def _ingest(tmp_path: Path, budget: int) -> Ingest:
+def _ingest(tmp_path: Path, budget: int, wait: float = 0.05) -> Ingest:
     config = IngestConfig.model_validate(
         {
             "ingest": {
                 "state_dir": str(tmp_path / "ingest"),
                 "write_max_readings": budget,
-                "write_max_wait": 0.05,
+                "write_max_wait": wait,
             }
         }
     )
@@ -119,3 +122,50 @@ def test_dead_letters_keep_their_place_and_take_no_budget(tmp_path: Path) -> Non
 def test_an_empty_inbox_gives_no_group(tmp_path: Path) -> None:
     ingest = _ingest(tmp_path, budget=500)
     assert ingest._gather() == ([], [])
+
+
+class _Writer:
+    """Takes every write, or refuses them all as if InfluxDB were down."""
+
+    def __init__(self, down: bool) -> None:
+        self.down = down
+        self.writes: list[int] = []
+
+    def write(self, lines: bytes) -> None:
+        if self.down:
+            raise InfluxUnavailable("connection refused (test)")
+        self.writes.append(lines.count(b"\n") + 1)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("influx_down", [False, True])
+def test_a_group_decoded_when_the_stop_comes_is_still_handed_over(
+    tmp_path: Path, influx_down: bool
+) -> None:
+    """Stopping while a group gathers: its dead letter is acked in turn (redelivered, it
+    would be dead-lettered and receipted twice), its batch stored and acked if InfluxDB
+    takes it, and left unacked for redelivery if not."""
+    ingest = _ingest(tmp_path, budget=10_000, wait=8.0)
+    writer = _Writer(influx_down)
+    ingest.writer = writer  # type: ignore[assignment]
+    acks: list[int] = []
+    ingest.client.ack = lambda mid, qos: acks.append(mid)  # type: ignore[method-assign,assignment]
+    _queue(ingest, [_payload(0, 20), b"not json"])  # mids 1 and 2
+    ingest._worker.start()
+    for thread in ingest._writer_threads:
+        thread.start()
+    deadline = time.monotonic() + 10
+    while ingest.counters["dead_letters"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert ingest.counters["dead_letters"] == 1  # both decoded; the group waits for more
+    ingest.stop_event.set()
+    for thread in [ingest._worker, *ingest._writer_threads]:
+        thread.join(timeout=20)
+        assert not thread.is_alive(), thread.name
+    if influx_down:
+        assert (acks, writer.writes) == ([2], [])
+    else:
+        assert (acks, writer.writes) == ([1, 2], [21])
+    assert ingest.counters["dead_letters"] == 1
