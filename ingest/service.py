@@ -114,6 +114,11 @@ class Decoded:
     def model(self) -> Batch:
         return self.batch.model() if isinstance(self.batch, WireBatch) else self.batch
 
+    def reading_count(self) -> int:
+        if isinstance(self.batch, WireBatch):
+            return self.batch.count
+        return len(self.batch.readings)
+
 
 class Ingest:
     def __init__(self, config: IngestConfig, writer: InfluxWriter | None = None):
@@ -357,6 +362,8 @@ class Ingest:
                     plain.readings,
                     plain.gaps,
                 )
+                if not self.alerts.rules:  # nothing reads them again: held writes stay small
+                    plain.let_go_of_readings()
                 return Decoded(msg, parts.plantation, plain, plain.lines)
             batch = decode_batch(msg.payload)
             if batch.gateway != parts.gateway:
@@ -543,7 +550,7 @@ class Ingest:
                 )
                 with self._count_lock:
                     self.counters["batches_stored"] += 1
-                    self.counters["readings_stored"] += len(d.batch.readings) - d.quarantined
+                    self.counters["readings_stored"] += d.reading_count() - d.quarantined
                     self.counters["gaps_stored"] += len(d.batch.gaps)
                     self.counters["quarantined"] += d.quarantined
                     self.counters["duplicates"] += duplicates
@@ -551,7 +558,7 @@ class Ingest:
             receipt = Receipt(
                 batch=d.batch.batch,
                 status=ReceiptStatus.STORED,
-                stored=len(d.batch.readings) + len(d.batch.gaps),
+                stored=d.reading_count() + len(d.batch.gaps),
             )
             self.client.publish(
                 receipt_topic(d.plantation, d.batch.gateway), encode_receipt(receipt), qos=1

@@ -55,14 +55,15 @@ def _payload(batch_no: int, readings: int) -> bytes:
     )
 
 
-def _ingest(tmp_path: Path, budget: int, wait: float = 0.05) -> Ingest:
+def _ingest(tmp_path: Path, budget: int, wait: float = 0.05, **more: object) -> Ingest:
     config = IngestConfig.model_validate(
         {
             "ingest": {
                 "state_dir": str(tmp_path / "ingest"),
                 "write_max_readings": budget,
                 "write_max_wait": wait,
-            }
+            },
+            **more,
         }
     )
     ingest = Ingest(config, writer=_NoWriter())  # type: ignore[arg-type]
@@ -169,3 +170,25 @@ def test_a_group_decoded_when_the_stop_comes_is_still_handed_over(
     else:
         assert (acks, writer.writes) == ([1, 2], [21])
     assert ingest.counters["dead_letters"] == 1
+
+
+def test_held_writes_keep_lines_not_parsed_readings_unless_alert_rules_read_them(
+    tmp_path: Path,
+) -> None:
+    """The parsed readings (~1 KB of dicts each) are let go of once checked when no alert
+    rule will read them: a write held while InfluxDB is down costs its lines."""
+    plain = _ingest(tmp_path / "plain", budget=1_000)
+    _queue(plain, [_payload(0, 200)])
+    _, [decoded] = plain._gather()
+    assert decoded is not None
+    assert decoded.batch.readings == [] and decoded.reading_count() == 200
+    assert len(decoded.lines) == 201
+    with pytest.raises(RuntimeError, match="let go of"):
+        decoded.model()
+
+    rule = {"name": "dry", "value": "moisture_pct", "op": "<", "threshold": 10.0}
+    watched = _ingest(tmp_path / "watched", budget=1_000, alerts=[rule])
+    _queue(watched, [_payload(0, 200)])
+    _, [decoded] = watched._gather()
+    assert decoded is not None
+    assert decoded.reading_count() == 200 and len(decoded.model().readings) == 200
