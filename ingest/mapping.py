@@ -245,9 +245,8 @@ class WireBatch:
     gaps: list[Gap]
     lines: list[str]
     seqs: Sequence[int]
-    """The readings' seq; a ``range`` when they are consecutive and ascending."""
-    count: int
-    """How many readings the batch holds (``readings`` may have been let go since)."""
+    """The readings' seq, one each; a ``range`` when they are consecutive and ascending.
+    Its length is the number of readings, after ``readings`` are let go of too."""
 
     def let_go_of_readings(self) -> None:
         """Free the parsed readings once checked, for a caller that will not read them again.
@@ -260,7 +259,7 @@ class WireBatch:
 
     def model(self) -> Batch:
         """The :class:`Batch` (built on demand: alert rules want one)."""
-        if len(self.readings) != self.count:
+        if len(self.readings) != len(self.seqs):
             raise RuntimeError(f"batch {self.batch}: its readings were let go of")
         return Batch.model_construct(
             gateway=self.gateway,
@@ -398,7 +397,7 @@ def plain_batch_lines(
             lines, seqs = columns
         else:
             lines, seqs = [], ()
-        batch = WireBatch(gateway, boot, batch_id, sent, sig, rows, gaps, lines, seqs, len(rows))
+        batch = WireBatch(gateway, boot, batch_id, sent, sig, rows, gaps, lines, seqs)
         lines += [_gap_line(plantation, gateway, batch_id, g) for g in gaps]
         if seqs and seqs == tuple(range(seqs[0], seqs[0] + len(seqs))):
             batch.seqs = range(seqs[0], seqs[-1] + 1)

@@ -116,7 +116,7 @@ class Decoded:
 
     def reading_count(self) -> int:
         if isinstance(self.batch, WireBatch):
-            return self.batch.count
+            return len(self.batch.seqs)
         return len(self.batch.readings)
 
 
