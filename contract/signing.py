@@ -20,9 +20,9 @@ the key id is the first 16 hex digits of the SHA-256 of the raw public key.
 
 import base64
 import hashlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from contract.wire import Batch, Gap, WireReading
+from contract.wire import Batch, Gap, PlainReading, WireReading
 
 SIG_SCHEME = "ed25519"
 
@@ -104,7 +104,6 @@ def batch_message(plantation: str, batch: Batch) -> bytes:
     )
 
 
-_by_seq = itemgetter("seq")
 _value_formats: dict[tuple[str, ...], tuple[str, Callable[[Any], Any], bool]] = {}
 """Value names in a reading's order -> (``name=%r,...`` sorted by name, getter, one value)."""
 
@@ -122,21 +121,29 @@ def _value_format(names: tuple[str, ...]) -> tuple[str, Callable[[Any], Any], bo
     return form
 
 
+_SIGNED_FIELDS = ("seq", "sensor", "field", "kind", "ts", "clock", "cal", "values")
+_Getters = tuple[Callable[[Any], Any], Callable[[Any], Any]]
+_from_wire: _Getters = (itemgetter("seq"), itemgetter(*_SIGNED_FIELDS))
+_from_plain: _Getters = (attrgetter("seq"), attrgetter(*_SIGNED_FIELDS))
+
+
 def wire_batch_message(
     plantation: str,
     gateway: str,
     batch_id: str,
-    readings: Iterable[WireReading],
+    readings: Sequence[WireReading] | Sequence[PlainReading],
     gaps: Iterable[Gap],
 ) -> bytes:
-    """:func:`batch_message` of the batch of these parts (readings in their wire form, as
-    ``contract.wire.plain_reading`` returns them, values floats): the same bytes, without
-    building a :class:`Reading` or a :class:`SignedReading` per reading."""
+    """:func:`batch_message` of the batch of these parts: the same bytes, without building a
+    :class:`Reading` or a :class:`SignedReading` per reading. The readings are in their wire
+    form, as ``contract.wire.plain_reading`` returns them (the agent), or as the ingest's
+    decoder parsed them (``contract.wire.PlainReading``); values floats either way."""
     parts = [_head(plantation, gateway, batch_id)]
     append = parts.append
     formats = _value_formats
-    for r in sorted(readings, key=_by_seq):
-        values = r["values"]
+    by_seq, fields = _from_plain if readings and type(readings[0]) is PlainReading else _from_wire
+    for r in sorted(readings, key=by_seq):
+        seq, sensor, field, kind, ts, clock, cal, values = fields(r)
         names = tuple(values)
         if names:
             form, get, one = formats.get(names) or _value_format(names)
@@ -144,10 +151,7 @@ def wire_batch_message(
             vals = form % ((get(values),) if one else get(values))
         else:  # not a valid reading; signed as canonical_message would
             vals = ""
-        append(
-            f"R {r['seq']} {r['sensor']} {r['field']} {r['kind']} {r['ts']} {r['clock']} "
-            f"{r['cal'] or '-'} {vals}\n"
-        )
+        append(f"R {seq} {sensor} {field} {kind} {ts} {clock} {cal or '-'} {vals}\n")
     _add_gaps(parts, (SignedGap(g.sensor, g.start, g.end, g.reason, g.seq, g.count) for g in gaps))
     return "".join(parts).encode("utf-8")
 

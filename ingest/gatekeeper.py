@@ -37,7 +37,7 @@ from contract.signing import (
     verify,
     wire_batch_message,
 )
-from contract.wire import Batch, Gap, WireReading, iso_utc
+from contract.wire import Batch, Gap, PlainReading, iso_utc
 from ingest.registry import GatewayRecord, Registry, RegistryError
 
 log = logging.getLogger(__name__)
@@ -134,11 +134,11 @@ class Gatekeeper:
         gateway: str,
         batch_id: str,
         sig: str | None,
-        readings: Sequence[WireReading],
+        readings: Sequence[PlainReading],
         gaps: Sequence[Gap],
     ) -> None:
-        """:meth:`check` for the batch of these parts (readings in their wire form, as the
-        ingest's plain path has them): the same decision, without building the models."""
+        """:meth:`check` for the batch of these parts (readings as the ingest's plain path
+        parsed them): the same decision, without building the models."""
         if self.registry is None:
             return
         self._checked(

@@ -23,6 +23,7 @@ from contract.wire import (
     encode_wire_batch,
     plain_reading,
     plain_reading_columns,
+    plain_reading_dict,
     reading_from_wire,
     validated_reading,
     wire_form,
@@ -251,9 +252,10 @@ def _agree(payload: bytes, not_before: int | None = None) -> bool:
     assert plain.model() == batch
     assert encode_batch(plain.model()) == encode_batch(batch)  # fields in the models' order
     assert list(plain.seqs) == [r.seq for r in batch.readings]
-    assert wire_batch_message("hlj-001", "gw-1", plain.batch, plain.readings, plain.gaps) == (
-        batch_message("hlj-001", batch)
-    )
+    signed = batch_message("hlj-001", batch)
+    assert wire_batch_message("hlj-001", "gw-1", plain.batch, plain.readings, plain.gaps) == signed
+    wires = [plain_reading_dict(r) for r in plain.readings]  # as the agent signs them
+    assert wire_batch_message("hlj-001", "gw-1", plain.batch, wires, plain.gaps) == signed
     return True
 
 
@@ -381,12 +383,9 @@ _DROP = object()
         ("readings.0.seq", -1),
         ("readings.0.clock", "maybe"),
         ("readings.0.values", {}),
-        ("readings.0.values", {"moisture_pct": 3}),
         ("readings.0.values", {"seq": 1.0}),
         ("readings.0.values", {"field": 1.0}),
         ("readings.0.values", {"x": None}),
-        ("readings.0.values", {"moisture_pct": -3}),
-        ("readings.0.values", {"moisture_pct": 31.2, "temp_c": 0}),
         ("readings.0.values", {"moisture_pct": True}),
         ("readings.0.values", {"moisture_pct": "31.2"}),
         ("readings.0.values", {"moisture_pct": [31.2]}),
@@ -412,6 +411,24 @@ def test_plain_path_leaves_every_doubtful_batch_to_the_reference_path(
     payload = _edit(path, value)
     if _agree(payload):  # the plain path may take a batch only if it stores the same
         pytest.fail(f"{path}={value!r} was taken; it should be left to pydantic")
+
+
+@pytest.mark.parametrize(
+    "values",
+    [{"moisture_pct": 3}, {"moisture_pct": -3}, {"moisture_pct": 31.2, "temp_c": 0}],
+)
+def test_integer_values_are_stored_as_the_floats_pydantic_reads(values: object) -> None:
+    # JSON integers are numbers too; both paths read them as floats (3 -> 3.0) and store,
+    # sign and rebuild the same (_agree checks all three).
+    assert _agree(_edit("readings.0.values", values))
+
+
+def test_an_integer_value_past_a_float_is_left_to_pydantic() -> None:
+    payload = _edit("readings.0.values", {"moisture_pct": 7}).replace(
+        b'"moisture_pct":7', b'"moisture_pct":1' + b"0" * 400
+    )
+    assert plain_batch_lines("hlj-001", "gw-1", payload, 0, 2**63) is None
+    assert isinstance(_reference("hlj-001", "gw-1", payload, 0, None), str)
 
 
 def test_plain_path_leaves_a_reading_with_eight_keys_but_one_misnamed() -> None:
@@ -456,7 +473,6 @@ _THREE = orjson.loads(
         ("values", {}),
         ("values", []),
         ("values", {f"v{i}": 1.0 for i in range(65)}),
-        ("values", {"moisture_pct": 3}),
         ("values", {"moisture_pct": True}),
         ("values", {"moisture_pct": "3.0"}),
         ("values", {"moisture_pct": 1.0, "temp_c": None}),
