@@ -159,11 +159,12 @@ _GAP_FIELDS = ("sensor", "start", "end", "reason", "detail", "seq", "count")
 
 
 # --- the plain batch: the wire's builtin types, checked while parsed ------------------------
-# The ingest parses ~2,000 readings a batch. orjson.loads builds two dicts a reading, which
+# The ingest parses ~2,000 readings a batch. orjson.loads built two dicts a reading, which
 # the ingest then took apart again a key at a time; msgspec builds one small object a reading
-# with the types below checked in C as it parses, in ~65 % of the time (docs/performance.md).
-# These are the wire's types only: ids, value names, clocks and time bounds are checked
-# afterwards (ingest.mapping.plain_batch_lines), and anything refused here goes to pydantic.
+# with the types below checked in C as it parses, in ~65 % of the time (docs/performance.md,
+# tenth round). These are the wire's types only: ids, value names, clocks and time bounds are
+# checked afterwards (ingest.mapping.plain_batch_lines), and a payload the decoder refuses
+# goes to pydantic. No field is ``Any``, so no payload nests deeper than a reading's values.
 _Int63 = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 
 
@@ -181,9 +182,21 @@ class PlainReading(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     cal: str | None
 
 
+class PlainGap(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """A gap as the agent sends it: every field of :class:`Gap`, with the wire's types."""
+
+    sensor: str | None
+    start: _Int63
+    end: _Int63
+    reason: str
+    detail: Annotated[str, msgspec.Meta(max_length=500)]
+    seq: _Int63 | None
+    count: Annotated[int, msgspec.Meta(ge=0)]
+
+
 class PlainBatch(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     """A batch as the agent sends it: every field of :class:`Batch`, with the wire's types
-    and the sizes the contract bounds (``gaps`` as parsed, checked by the caller)."""
+    and the sizes the contract bounds."""
 
     v: int
     gateway: str
@@ -191,12 +204,13 @@ class PlainBatch(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     batch: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
     sent: _Int63
     readings: Annotated[list[PlainReading], msgspec.Meta(max_length=MAX_READINGS_PER_BATCH)]
-    gaps: Annotated[list[Any], msgspec.Meta(max_length=1000)]
+    gaps: Annotated[list[PlainGap], msgspec.Meta(max_length=1000)]
     sig: Annotated[str, msgspec.Meta(max_length=256)] | None
 
 
 plain_batch_decoder = msgspec.json.Decoder(PlainBatch)
-"""``decode(payload)`` -> :class:`PlainBatch`, or ``msgspec.DecodeError`` (ask pydantic)."""
+"""``decode(payload)`` -> :class:`PlainBatch`, or ``msgspec.DecodeError`` for a payload of
+other types or shapes (ask pydantic then)."""
 
 
 def plain_reading_dict(reading: PlainReading) -> dict[str, Any]:
@@ -210,6 +224,7 @@ _FAST_ENCODE = (
     and tuple(Gap.model_fields) == _GAP_FIELDS
     and PlainReading.__struct_fields__ == _READING_FIELDS
     and PlainBatch.__struct_fields__ == _BATCH_FIELDS
+    and PlainGap.__struct_fields__ == _GAP_FIELDS
 )
 
 

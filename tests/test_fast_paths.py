@@ -431,6 +431,17 @@ def test_an_integer_value_past_a_float_is_left_to_pydantic() -> None:
     assert isinstance(_reference("hlj-001", "gw-1", payload, 0, None), str)
 
 
+@pytest.mark.parametrize("key", [b"gaps", b"readings", b"sig", b"boot"])
+@pytest.mark.parametrize("depth", [300, 5_000])
+def test_a_nested_copy_of_a_field_is_left_to_pydantic(key: bytes, depth: int) -> None:
+    # The key twice, the nested copy first: each parser keeps the last copy, but pydantic's
+    # parser refuses nesting past its limit, so the plain path must not take the batch.
+    good = orjson.dumps(_GOOD)
+    payload = good[:1] + b'"' + key + b'":' + b"[" * depth + b"]" * depth + b"," + good[1:]
+    assert plain_batch_lines("hlj-001", "gw-1", payload, 0, 2**63) is None
+    assert isinstance(_reference("hlj-001", "gw-1", payload, 0, None), str)
+
+
 def test_plain_path_leaves_a_reading_with_eight_keys_but_one_misnamed() -> None:
     doc = orjson.loads(orjson.dumps(_GOOD))
     reading = doc["readings"][0]

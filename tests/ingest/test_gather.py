@@ -120,6 +120,26 @@ def test_dead_letters_keep_their_place_and_take_no_budget(tmp_path: Path) -> Non
     assert ingest.counters["dead_letters"] == 2
 
 
+def _nested(field: bytes, depth: int) -> bytes:
+    return (
+        b'{"v":1,"gateway":"' + G.encode() + b'","boot":"b","batch":"b9","sent":5,'
+        b'"readings":[],"gaps":[],"sig":null,' + field + b":" + b"[" * depth + b"]" * depth + b"}"
+    )
+
+
+@pytest.mark.parametrize("field", [b'"gaps"', b'"readings"', b'"sig"'])
+def test_a_deeply_nested_payload_is_a_dead_letter_and_the_decoder_goes_on(
+    tmp_path: Path, field: bytes
+) -> None:
+    # A review found that 2 KB of nested lists in "gaps" made msgspec raise RecursionError
+    # out of the decoder, which killed its thread (the message was never acked). The field
+    # comes twice here, the nested copy last, so it is the one each parser keeps.
+    ingest = _ingest(tmp_path, budget=500)
+    _queue(ingest, [_nested(field, 100_000), _payload(1, 10), _nested(field, 2_000)])
+    assert _groups(ingest) == [[(0, -1), (1, 11), (2, -1)]]
+    assert ingest.counters["dead_letters"] == 2
+
+
 def test_an_empty_inbox_gives_no_group(tmp_path: Path) -> None:
     ingest = _ingest(tmp_path, budget=500)
     assert ingest._gather() == ([], [])
