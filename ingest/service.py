@@ -411,13 +411,19 @@ class Ingest:
             self.client.ack(msg.mid, msg.qos)
 
     def _work(self) -> None:
-        while not self.stop_event.is_set():
-            msgs, results = self._gather()
-            if not msgs:
-                continue
-            decoded = [d for d in results if d is not None]
-            dead = [m for m, d in zip(msgs, results, strict=True) if d is None]
-            self._hand_over(decoded, dead)
+        try:
+            while not self.stop_event.is_set():
+                msgs, results = self._gather()
+                if not msgs:
+                    continue
+                decoded = [d for d in results if d is not None]
+                dead = [m for m, d in zip(msgs, results, strict=True) if d is None]
+                self._hand_over(decoded, dead)
+        except BaseException:
+            # A bug: the message is neither stored nor dead-lettered, and nothing after it
+            # can be acked in order. run_forever sees this thread gone and exits.
+            log.critical("the decoder failed", exc_info=True)
+            raise
 
     def _hand_over(self, decoded: list[Decoded], dead: list[Inbound]) -> None:
         """Queue a decoded group for the writers, waiting while they are busy.
@@ -618,6 +624,27 @@ class Ingest:
         signal.signal(signal.SIGINT, _stop)
         self.start()
         tune_gc()
-        while not self.stop_event.wait(1.0):
-            pass
+        dead = self.watch()
         self.stop()
+        if dead:
+            raise SystemExit(
+                f"ingest: the {', '.join(dead)} thread stopped on an error (logged above); "
+                "exiting so that the service manager restarts the ingest and the broker "
+                "redelivers what was not acked"
+            )
+
+    def watch(self, every_s: float = 1.0) -> list[str]:
+        """Wait until told to stop (then ``[]``), or until the decoder or a writer thread has
+        died on an error, then the names of those threads.
+
+        A dead decoder would leave the ingest connected and silent, holding unacked
+        messages forever; exiting instead lets systemd restart it (``Restart=on-failure``)
+        and the broker redeliver them.
+        """
+        threads = [self._worker, *self._writer_threads]
+        while not self.stop_event.wait(every_s):
+            dead = [t.name for t in threads if t.ident is not None and not t.is_alive()]
+            if dead:
+                log.critical("ingest thread(s) %s stopped on an error; exiting", ", ".join(dead))
+                return dead
+        return []

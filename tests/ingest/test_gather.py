@@ -10,6 +10,8 @@ keep their place. No InfluxDB or broker here: the groups are read straight from
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -212,3 +214,45 @@ def test_held_writes_keep_lines_not_parsed_readings_unless_alert_rules_read_them
     _, [decoded] = watched._gather()
     assert decoded is not None
     assert decoded.reading_count() == 200 and len(decoded.model().readings) == 200
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_decoder_that_dies_is_seen_and_named(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Fault injection: a bug in decoding (not a bad payload, which is a dead letter) kills
+    # the decoder thread. The ingest must not stay up holding unacked messages: watch()
+    # returns the thread's name, and run_forever exits non-zero on it.
+    ingest = _ingest(tmp_path, budget=500)
+
+    def broken(msg: Inbound) -> None:
+        raise RuntimeError("injected decoder bug")
+
+    ingest._decode = broken  # type: ignore[method-assign,assignment]
+    _queue(ingest, [_payload(0, 10)])
+    ingest._worker.start()
+    assert ingest.watch(every_s=0.05) == ["decoder"]
+    assert "injected decoder bug" in caplog.text
+    assert "the decoder failed" in caplog.text
+
+
+def test_watch_returns_nothing_when_told_to_stop(tmp_path: Path) -> None:
+    ingest = _ingest(tmp_path, budget=500)
+    ingest._worker.start()
+    threading.Timer(0.2, ingest.stop_event.set).start()
+    assert ingest.watch(every_s=0.05) == []
+    ingest._worker.join(5)
+    assert not ingest._worker.is_alive()
+
+
+def test_run_forever_exits_non_zero_when_a_thread_died(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ingest = _ingest(tmp_path, budget=500)
+    monkeypatch.setattr(ingest, "start", lambda: None)
+    monkeypatch.setattr(ingest, "stop", lambda: None)
+    monkeypatch.setattr(ingest, "watch", lambda: ["decoder"])
+    monkeypatch.setattr(signal, "signal", lambda *a: None)  # keep pytest's handlers
+    with pytest.raises(SystemExit) as exited:
+        ingest.run_forever()
+    assert "the decoder thread stopped on an error" in str(exited.value.code)
