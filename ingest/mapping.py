@@ -388,7 +388,7 @@ def plain_batch_lines(
             first, last = (min(seqs), max(seqs)) if seqs else (-1, -1)
         lines.append(_batch_line(plantation, gateway, batch, first, last, len(rows), 0))
     except (KeyError, TypeError, LineProtocolError):
-        # A key missing (pydantic may default it), an unhashable id, an unstorable string.
+        # An unstorable string, or anything else unforeseen: pydantic decides.
         return None
     return batch
 
